@@ -1,0 +1,39 @@
+# The two commands users need: `make serve` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test serve lint train benchmark clean
+
+install: $(STAMP)
+
+# Re-run only when the dependency list changes; `pip install -e` keeps source edits live.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
+	$(BIN)/pytest
+
+serve: install
+	$(BIN)/cats-dogs-other serve --no-auth
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
+
+# Re-train the default model shipped in the package from the course's dataset.
+DATA ?= ../shared/datasets/cats-dogs-other/images
+train: install
+	$(BIN)/cats-dogs-other train --data $(DATA) --out src/cats_dogs_other/models/default
+
+benchmark: install
+	$(BIN)/python benchmarks/inference.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
