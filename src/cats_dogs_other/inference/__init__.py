@@ -1,0 +1,1 @@
+"""Decoding, preprocessing and running the model."""
