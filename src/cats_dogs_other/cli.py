@@ -1,0 +1,106 @@
+"""The `cats-dogs-other` command: train, predict, serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from cats_dogs_other.training.train import TrainConfig, train
+
+    config = TrainConfig(
+        data_dir=args.data,
+        out_dir=args.out,
+        folds=args.folds,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        command=shlex.join(["cats-dogs-other", *argv]),
+    )
+    card = train(config).card
+    validation = card.metrics["validation"]
+    print(f"validation accuracy {validation['accuracy']:.4f} ({validation['scheme']})")
+    print(f"wrote {args.out / 'model.onnx'} and {args.out / 'model.json'}")
+    return 0
+
+
+def _predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from cats_dogs_other.inference.classifier import ImageClassifier, ModelLoadError
+    from cats_dogs_other.inference.decode import InvalidImageError
+
+    try:
+        classifier = ImageClassifier.load(args.model, max_pixels=args.max_pixels)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = False
+    for name in args.files:
+        try:
+            data = Path(name).read_bytes()
+            (result,) = classifier.predict([data])
+            line = {"file": name, **result.as_dict()}
+        except (InvalidImageError, OSError) as exc:
+            failed = True
+            line = {
+                "file": name,
+                "error": exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc),
+            }
+        if args.json:
+            print(json.dumps(line), flush=True)
+        elif "error" in line:
+            print(f"{name}: error: {line['error']}", flush=True)
+        else:
+            values = ", ".join(
+                f"{lb} {v:.3f}" for lb, v in zip(classifier.labels, line["values"], strict=True)
+            )
+            print(f"{name}: {line['prediction']} ({values})", flush=True)
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cats-dogs-other", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model on a folder of labelled images")
+    train.add_argument(
+        "--data", type=Path, required=True, help="folder with cat/, dog/ and other/ sub-folders"
+    )
+    train.add_argument("--out", type=Path, required=True, help="where to write model.onnx and model.json")
+    train.add_argument(
+        "--folds", type=int, default=5, help="validation folds, split by source PDF (default 5)"
+    )
+    train.add_argument(
+        "--weight-decay", type=float, default=1e-3, help="L2 penalty of the head (default 1e-3)"
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(handler=_train)
+
+    predict = commands.add_parser("predict", help="classify image files")
+    predict.add_argument("files", nargs="+", metavar="FILE")
+    predict.add_argument(
+        "--model", type=Path, default=None, help="an .onnx model (default: the built-in one)"
+    )
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images")
+    predict.set_defaults(handler=_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    for chatty in ("onnxscript", "onnx_ir", "torch"):  # the ONNX exporter narrates every pass at INFO
+        logging.getLogger(chatty).setLevel(logging.ERROR)
+    code: int = args.handler(args, argv)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

