@@ -1,0 +1,211 @@
+"""Decoding: every common format and colour mode, EXIF orientation, and one clear error for bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from cats_dogs_other.inference.classifier import ImageClassifier
+from cats_dogs_other.inference.decode import ImageErrorKind, InvalidImageError, decode_image
+from tests.images import encode, png_declaring
+
+
+@pytest.fixture(scope="module")
+def cat_image(sample_files: dict[str, Path]) -> Image.Image:
+    return Image.open(sample_files["Cat"]).convert("RGB")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "params"),
+    [
+        ("PNG", {}),
+        ("JPEG", {"quality": 92}),
+        ("WEBP", {"quality": 90}),
+        ("BMP", {}),
+        ("TIFF", {}),
+        ("TIFF", {"compression": "tiff_lzw"}),
+        ("GIF", {}),
+    ],
+)
+def test_every_common_format_is_classified_like_the_original(
+    classifier: ImageClassifier, cat_image: Image.Image, fmt: str, params: dict[str, object]
+) -> None:
+    (original,) = classifier.predict([encode(cat_image, "PNG")])
+    (converted,) = classifier.predict([encode(cat_image, fmt, **params)])
+    assert converted.prediction == original.prediction == "Cat"
+    assert abs(sum(converted.values) - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "1", "I", "F"])
+def test_every_colour_mode_decodes_to_rgb(cat_image: Image.Image, mode: str) -> None:
+    source = cat_image.convert(mode)
+    fmt = "TIFF" if mode in {"CMYK", "I", "F"} else "PNG"
+    decoded = decode_image(encode(source, fmt))
+    assert decoded.mode == "RGB"
+    assert decoded.size == cat_image.size
+
+
+def test_grayscale_keeps_its_brightness(cat_image: Image.Image) -> None:
+    gray = cat_image.convert("L")
+    decoded = np.asarray(decode_image(encode(gray, "PNG")))
+    assert np.array_equal(decoded[..., 0], np.asarray(gray))
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(cat_image: Image.Image) -> None:
+    gray8 = np.asarray(cat_image.convert("L"), dtype=np.uint16)
+    gray16 = Image.fromarray((gray8 * 257).astype("<u2"))
+    assert gray16.mode.startswith("I;16")
+    decoded = np.asarray(decode_image(encode(gray16, "PNG")), dtype=int)
+    assert np.abs(decoded[..., 0] - gray8).max() <= 1
+
+
+def test_cmyk_jpeg_is_classified(classifier: ImageClassifier, cat_image: Image.Image) -> None:
+    (result,) = classifier.predict([encode(cat_image.convert("CMYK"), "JPEG", quality=95)])
+    assert result.prediction == "Cat"
+
+
+def test_transparent_pixels_become_white() -> None:
+    clear = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    decoded = np.asarray(decode_image(encode(clear, "PNG")))
+    assert (decoded == 255).all()
+
+
+def test_palette_with_transparency_becomes_white() -> None:
+    image = Image.new("P", (8, 8), 0)
+    image.putpalette([0, 0, 0] * 256)
+    decoded = np.asarray(decode_image(encode(image, "PNG", transparency=0)))
+    assert (decoded == 255).all()
+
+
+def test_gif_first_frame_is_used(classifier: ImageClassifier, sample_files: dict[str, Path]) -> None:
+    cat = Image.open(sample_files["Cat"]).convert("RGB").resize((224, 224))
+    dog = Image.open(sample_files["Dog"]).convert("RGB").resize((224, 224))
+    other = Image.open(sample_files["Other"]).convert("RGB").resize((224, 224))
+    animated = encode(cat, "GIF", save_all=True, append_images=[dog, other], duration=100, loop=0)
+    assert Image.open(io.BytesIO(animated)).n_frames == 3
+    (result,) = classifier.predict([animated])
+    assert result.prediction == "Cat"
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_honoured(
+    classifier: ImageClassifier, cat_image: Image.Image, orientation: int
+) -> None:
+    # Store the pixels rotated and let the EXIF tag say how to turn them upright again, as cameras do.
+    stored = {
+        3: cat_image.transpose(Image.Transpose.ROTATE_180),
+        6: cat_image.transpose(Image.Transpose.ROTATE_90),
+        8: cat_image.transpose(Image.Transpose.ROTATE_270),
+    }[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(stored, "JPEG", quality=95, exif=exif.tobytes())
+    decoded = decode_image(data)
+    assert decoded.size == cat_image.size
+    upright = np.asarray(decoded, dtype=float)
+    assert np.abs(upright - np.asarray(cat_image, dtype=float)).mean() < 6  # JPEG noise only
+    (result,) = classifier.predict([data])
+    (reference,) = classifier.predict([encode(cat_image, "PNG")])
+    assert result.prediction == reference.prediction
+    assert np.abs(np.array(result.values) - np.array(reference.values)).max() < 0.05
+
+
+def test_zero_bytes_is_empty() -> None:
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(b"")
+    assert caught.value.kind is ImageErrorKind.EMPTY
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"hello, this is plain text\n",
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"><rect width="9" height="9"/></svg>',
+        b"<!doctype html><html><body><img src=x></body></html>",
+        b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(64),  # a zip archive
+        b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n",
+        bytes(range(256)) * 4,
+    ],
+    ids=["text", "svg", "html", "zip", "pdf", "random"],
+)
+def test_non_images_are_unsupported(data: bytes) -> None:
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(data)
+    assert caught.value.kind is ImageErrorKind.UNSUPPORTED
+    assert "Not a supported image" in str(caught.value)
+
+
+def test_a_format_pillow_reads_but_we_do_not_serve_is_unsupported(cat_image: Image.Image) -> None:
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(encode(cat_image.resize((32, 32)), "ICO"))
+    assert caught.value.kind is ImageErrorKind.UNSUPPORTED
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_truncated_images_are_corrupt(cat_image: Image.Image, fmt: str) -> None:
+    data = encode(cat_image, fmt)
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(data[: len(data) // 2])
+    assert caught.value.kind in {ImageErrorKind.CORRUPT, ImageErrorKind.UNSUPPORTED}
+
+
+def test_corrupt_pixel_data_is_corrupt(cat_image: Image.Image) -> None:
+    data = bytearray(encode(cat_image, "PNG"))
+    idat = data.index(b"IDAT")
+    data[idat + 8 : idat + 400] = os.urandom(392)
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(bytes(data))
+    assert caught.value.kind is ImageErrorKind.CORRUPT
+
+
+def test_huge_declared_canvas_is_refused_before_decoding() -> None:
+    bomb = png_declaring(40_000, 40_000)
+    assert len(bomb) < 200
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(bomb)
+    assert caught.value.kind is ImageErrorKind.TOO_MANY_PIXELS
+    assert "1,600,000,000 pixels" in str(caught.value)
+    assert "40,000,000" in str(caught.value)
+
+
+def test_canvas_above_limit_but_below_pillow_bomb_guard_names_its_size() -> None:
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(png_declaring(8_000, 6_000))
+    assert caught.value.kind is ImageErrorKind.TOO_MANY_PIXELS
+    assert "8000x6000 = 48,000,000 pixels" in str(caught.value)
+
+
+def test_pixel_limit_is_configurable(cat_image: Image.Image) -> None:
+    data = encode(cat_image, "PNG")
+    width, height = cat_image.size
+    assert decode_image(data, max_pixels=width * height).size == cat_image.size
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(data, max_pixels=width * height - 1)
+    assert caught.value.kind is ImageErrorKind.TOO_MANY_PIXELS
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=4096))
+def test_arbitrary_bytes_give_an_image_or_the_clear_error(data: bytes) -> None:
+    try:
+        outcome = decode_image(data).mode
+    except InvalidImageError as exc:
+        outcome = str(exc)
+    assert outcome == "RGB" or outcome.endswith(".")  # an image, or an error that explains itself
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=8, max_value=300), st.binary(min_size=1, max_size=64))
+def test_damaged_real_png_gives_an_image_or_the_clear_error(offset: int, junk: bytes) -> None:
+    base = encode(Image.new("RGB", (40, 30), (200, 10, 10)), "PNG")
+    damaged = base[:offset] + junk + base[offset + len(junk) :]
+    with contextlib.suppress(InvalidImageError):
+        assert decode_image(damaged).mode == "RGB"

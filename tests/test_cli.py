@@ -1,0 +1,58 @@
+"""The console script, run as users run it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cats_dogs_other.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_predict_json_contract(sample_files: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    missing = tmp_path / "missing.png"
+    files = [str(sample_files["Cat"]), str(bad), str(sample_files["Dog"]), str(missing)]
+    done = run_cli("predict", "--json", *files)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["file"] for line in lines] == files
+    assert lines[0]["prediction"] == "Cat"
+    assert lines[2]["prediction"] == "Dog"
+    assert set(lines[0]) == {"file", "prediction", "values"}
+    assert abs(sum(lines[0]["values"]) - 1) < 1e-5
+    assert set(lines[1]) == {"file", "error"}
+    assert "Not a supported image" in lines[1]["error"]
+    assert "No such file" in lines[3]["error"]
+    assert done.returncode != 0
+
+
+def test_predict_succeeds_when_every_file_does(sample_files: dict[str, Path]) -> None:
+    done = run_cli("predict", str(sample_files["Other"]))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{sample_files['Other']}: Other (Cat ")
+
+
+def test_predict_with_a_missing_model_says_so(sample_files: dict[str, Path], tmp_path: Path) -> None:
+    done = run_cli("predict", "--model", str(tmp_path / "nope.onnx"), str(sample_files["Cat"]))
+    assert done.returncode == 2
+    assert "Model file not found" in done.stderr
+
+
+def test_train_on_a_small_dataset(dataset_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for folder in ("cat", "dog", "other"):
+        (data / folder).mkdir(parents=True)
+        for path in sorted((dataset_dir / folder).glob("*.png"))[:4]:
+            (data / folder / path.name).write_bytes(path.read_bytes())
+    done = run_cli("train", "--data", str(data), "--out", str(tmp_path / "out"), "--folds", "2")
+    assert done.returncode == 0, done.stderr
+    assert "validation accuracy" in done.stdout
+    assert (tmp_path / "out" / "model.onnx").is_file()
+    card = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert card["training"]["command"].startswith("cats-dogs-other train --data")

@@ -1,0 +1,98 @@
+"""Training end to end: real images in, a servable ONNX model and an honest model card out."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from cats_dogs_other.inference.classifier import ImageClassifier
+from cats_dogs_other.models.card import ModelCard, default_model_path
+from cats_dogs_other.training.dataset import dataset_sha256, find_images, group_folds
+from cats_dogs_other.training.train import TrainConfig, TrainResult, train
+
+
+@pytest.fixture(scope="module")
+def small_dataset(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of a subset: 8 images per class from several PDFs."""
+    root = tmp_path_factory.mktemp("subset")
+    for folder in ("cat", "dog", "other"):
+        (root / folder).mkdir()
+        for path in sorted((dataset_dir / folder).glob("*.png"))[::5][:8]:
+            shutil.copy(path, root / folder / path.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    out = tmp_path_factory.mktemp("model")
+    return train(
+        TrainConfig(data_dir=small_dataset, out_dir=out, folds=3, command="cats-dogs-other train ...")
+    )
+
+
+def test_training_writes_a_servable_model_and_card(trained: TrainResult, small_dataset: Path) -> None:
+    out = trained.model_path.parent
+    card = ModelCard.load(out / "model.json")
+    assert card.labels == ["Cat", "Dog", "Other"]
+    assert card.preprocessing.height == card.preprocessing.width == 224
+    validation = card.metrics["validation"]
+    assert sum(map(sum, validation["confusion_matrix"]["matrix"])) == 24
+    assert 0.0 <= validation["accuracy"] <= 1.0
+    assert "PDF" in validation["scheme"]
+    assert card.training["data_sha256"] == dataset_sha256(
+        find_images(small_dataset, card.labels), small_dataset
+    )
+    assert card.training["command"] == "cats-dogs-other train ..."
+    assert {"torch", "onnxruntime", "numpy", "pillow", "python"} <= set(card.training["library_versions"])
+
+    classifier = ImageClassifier.load(trained.model_path)
+    cat = sorted((small_dataset / "cat").glob("*.png"))[0]
+    (result,) = classifier.predict([cat.read_bytes()])
+    assert abs(sum(result.values) - 1.0) < 1e-5
+
+
+def test_onnx_runtime_and_pytorch_agree(trained: TrainResult, labelled_files: list[tuple[str, Path]]) -> None:
+    classifier = ImageClassifier.load(trained.model_path)
+    batch = np.stack([classifier.decode(path.read_bytes()) for _, path in labelled_files[::7]])
+    session = ort.InferenceSession(str(trained.model_path), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(None, {"image": batch})
+    with torch.inference_mode():
+        torch_out = trained.model(torch.from_numpy(batch)).numpy()
+    assert onnx_out.shape == (len(batch), 3)
+    assert np.abs(onnx_out - torch_out).max() < 1e-4
+
+
+def test_dynamic_batch_axis(trained: TrainResult, labelled_files: list[tuple[str, Path]]) -> None:
+    classifier = ImageClassifier.load(trained.model_path)
+    for size in (1, 5):
+        batch = np.stack([classifier.decode(path.read_bytes()) for _, path in labelled_files[:size]])
+        assert classifier.run(batch).shape == (size, 3)
+
+
+def test_folds_never_split_a_pdf(dataset_dir: Path) -> None:
+    items = find_images(dataset_dir, ["Cat", "Dog", "Other"])
+    folds = group_folds(items, 5)
+    assert sorted(i for fold in folds for i in fold) == list(range(len(items)))
+    groups_per_fold = [{items[i].group for i in fold} for fold in folds]
+    for a in range(len(folds)):
+        for b in range(a + 1, len(folds)):
+            assert not groups_per_fold[a] & groups_per_fold[b]
+
+
+@pytest.mark.slow
+def test_full_training_reaches_97_percent_on_pdf_level_validation(dataset_dir: Path, tmp_path: Path) -> None:
+    result = train(TrainConfig(data_dir=dataset_dir, out_dir=tmp_path))
+    assert result.card.metrics["validation"]["accuracy"] >= 0.97
+
+
+def test_shipped_card_describes_the_shipped_model_and_this_dataset(dataset_dir: Path) -> None:
+    card = ModelCard.load(default_model_path().with_suffix(".json"))
+    assert card.metrics["validation"]["accuracy"] >= 0.97
+    items = find_images(dataset_dir, card.labels)
+    assert card.training["data_sha256"] == dataset_sha256(items, dataset_dir)
+    assert card.training["command"].startswith("cats-dogs-other train")
