@@ -127,9 +127,9 @@ class ImageClassifier:
     def labels(self) -> list[str]:
         return self.card.labels
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
         """Bytes to one model input (no batch axis). Raises InvalidImageError for bad input."""
-        image = decode_image(data, self.max_pixels, self._draft_size)
+        image = decode_image(data, max_pixels or self.max_pixels, self._draft_size)
         return to_input_array(image, self.card.preprocessing)
 
     def run(self, batch: np.ndarray) -> np.ndarray:

@@ -1,0 +1,45 @@
+"""Configuration from environment variables (and matching CLI flags), validated once at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment names are the field names in upper case (`MAX_UPLOAD_BYTES`)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    host: str = Field("0.0.0.0", description="Interface to listen on.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on.")
+    model_path: Path | None = Field(
+        None, description="The .onnx model to serve; default: the built-in model."
+    )
+    max_upload_bytes: int = Field(10 * MiB, gt=0, description="Largest request body accepted, in bytes.")
+    max_pixels: int = Field(
+        40_000_000, gt=0, description="Largest image accepted, in pixels (width x height)."
+    )
+    max_files_per_request: int = Field(16, gt=0, description="Most files one POST /predict may carry.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS, comma-separated; empty: CORS off."
+    )
+    auth_disabled: bool = Field(False, description="Serve predictions without tokens (local demos only).")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
