@@ -1,0 +1,127 @@
+"""The application factory: `create_app(settings)` builds a self-contained app; no module-level state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import anyio
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+
+from cats_dogs_other import __version__
+from cats_dogs_other.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
+from cats_dogs_other.api.routes import router
+from cats_dogs_other.api.runtime import Runtime
+from cats_dogs_other.inference.classifier import ImageClassifier
+from cats_dogs_other.models.card import default_model_path
+from cats_dogs_other.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Says whether an image shows a **cat**, a **dog** or **something else**.
+
+`POST /upload` with one multipart part `file` answers
+`{"prediction": "Cat", "values": [p_cat, p_dog, p_other]}`; `POST /predict` takes several parts
+named `files`. Errors are RFC 9457 `application/problem+json`.
+"""
+
+TAGS = [
+    {"name": "inference", "description": "Classify images."},
+    {"name": "health", "description": "Probes and version information for operators and load balancers."},
+]
+
+
+def load_classifier(settings: Settings) -> tuple[ImageClassifier, str]:
+    """The configured model (or the built-in one) and a description of where it came from."""
+    path = settings.model_path or default_model_path()
+    classifier = ImageClassifier.load(path, max_pixels=settings.max_pixels)
+    return classifier, str(settings.model_path) if settings.model_path else "builtin:default"
+
+
+def create_app(settings: Settings | None = None, classifier: ImageClassifier | None = None) -> FastAPI:
+    """Build the app. Pass an already loaded `classifier` to share one between apps (tests, the CLI)."""
+    settings = settings or Settings()
+    runtime = Runtime(settings=settings)
+    if classifier is not None:
+        runtime.attach(classifier, str(settings.model_path) if settings.model_path else "builtin:default")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if runtime.classifier is None:
+            # A bad model fails start-up here, with the loader's message, rather than the first request.
+            loaded, source = await anyio.to_thread.run_sync(load_classifier, settings)
+            runtime.attach(loaded, source)
+        if settings.auth_disabled:
+            log.warning("AUTHENTICATION IS DISABLED: anyone who can reach this service can use it")
+        warm_up = asyncio.create_task(_warm_up(runtime))
+        log.info(
+            "model %s loaded from %s",
+            runtime.classifier.name if runtime.classifier else "?",
+            runtime.model_source,
+        )
+        try:
+            yield
+        finally:
+            runtime.stopping = True
+            runtime.ready = False
+            warm_up.cancel()
+            with suppress(asyncio.CancelledError):
+                await warm_up
+
+    app = FastAPI(
+        title="cats-dogs-other",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        form_limits={"max_files": settings.max_files_per_request, "max_fields": 16},
+    )
+    app.state.runtime = runtime
+    app.openapi = lambda: _openapi_with_problem_media_type(app)  # type: ignore[method-assign]
+    app.include_router(router)
+    install_problem_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestContextMiddleware)  # outermost: ids and logs cover every answer
+    return app
+
+
+def _openapi_with_problem_media_type(app: FastAPI) -> dict[str, Any]:
+    """FastAPI documents every `responses=` model as application/json; ours are application/problem+json."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        problem_ref = {"$ref": "#/components/schemas/ProblemDetails"}
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            for response in operation.get("responses", {}).values():
+                content = response.get("content", {})
+                if content.get("application/json", {}).get("schema") == problem_ref:
+                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+async def _warm_up(runtime: Runtime) -> None:
+    assert runtime.classifier is not None
+    await anyio.to_thread.run_sync(runtime.classifier.warm_up)
+    runtime.ready = True
+    log.info("model warmed up; ready")

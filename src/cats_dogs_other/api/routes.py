@@ -1,0 +1,156 @@
+"""The HTTP routes: the course's contract (`/health`, `/upload`) and what a production service adds."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+
+from cats_dogs_other import __version__
+from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, ProblemDetails, image_error_status
+from cats_dogs_other.api.runtime import Runtime, get_runtime
+from cats_dogs_other.api.schemas import (
+    AuthInfo,
+    FileFailure,
+    FilePrediction,
+    Health,
+    ModelInfo,
+    PredictionResponse,
+    Readiness,
+    VersionInfo,
+)
+from cats_dogs_other.inference.decode import InvalidImageError
+from cats_dogs_other.inference.service import InferenceService
+
+RETRY_AFTER_SECONDS = "5"
+
+_PROBLEM_DESCRIPTIONS = {
+    400: "Malformed request, e.g. a broken multipart body or too many files.",
+    413: "The request body is over MAX_UPLOAD_BYTES, or the image has more pixels than MAX_PIXELS.",
+    415: "Not multipart/form-data, or the file is not a supported image (or is corrupt or empty).",
+    422: "A required form part is missing or misnamed.",
+    500: "The server failed; the body carries a request id to quote.",
+    503: "The model is not loaded yet or the service is shutting down; retry after `Retry-After` seconds.",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error statuses, all with the problem+json body."""
+    return {
+        status: {
+            "model": ProblemDetails,
+            "description": _PROBLEM_DESCRIPTIONS[status],
+            "content": {PROBLEM_MEDIA_TYPE: {}},
+        }
+        for status in statuses
+    }
+
+
+def ready_inference(runtime: Annotated[Runtime, Depends(get_runtime)]) -> InferenceService:
+    """The inference service, or 503 with Retry-After while the model loads or the service stops."""
+    if runtime.inference is None or not runtime.ready or runtime.stopping:
+        state = "shutting down" if runtime.stopping else "loading its model"
+        raise HTTPException(
+            503, f"The service is {state}; retry shortly.", {"Retry-After": RETRY_AFTER_SECONDS}
+        )
+    return runtime.inference
+
+
+Inference = Annotated[InferenceService, Depends(ready_inference)]
+
+router = APIRouter()
+
+
+@router.get("/health", tags=["health"], summary="Liveness: the process answers", response_model=Health)
+async def health() -> Health:
+    """Always `{"status": "OK"}` while the process runs, even while predictions are busy (liveness probe)."""
+    return Health()
+
+
+@router.get(
+    "/ready",
+    tags=["health"],
+    summary="Readiness: the model is loaded and warmed up",
+    response_model=Readiness,
+    responses=problem_responses(503),
+)
+async def ready(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Readiness:
+    """200 once the model is loaded and has run once; 503 before that and while shutting down."""
+    ready_inference(runtime)
+    return Readiness()
+
+
+@router.get(
+    "/version",
+    tags=["health"],
+    summary="Versions of the service and its model",
+    response_model=VersionInfo,
+    responses=problem_responses(503),
+)
+async def version(runtime: Annotated[Runtime, Depends(get_runtime)]) -> VersionInfo:
+    """The package version, the served model (name, source, hash, labels, input size) and the auth mode."""
+    classifier = runtime.classifier
+    if classifier is None:
+        raise HTTPException(503, "The model is not loaded yet.", {"Retry-After": RETRY_AFTER_SECONDS})
+    spec = classifier.card.preprocessing
+    settings = runtime.settings
+    return VersionInfo(
+        version=__version__,
+        model=ModelInfo(
+            name=classifier.name,
+            source=runtime.model_source,
+            sha256=classifier.sha256,
+            labels=classifier.labels,
+            input_size=(spec.height, spec.width),
+            outputs_are_probabilities=classifier.card.outputs_are_probabilities,
+        ),
+        auth=AuthInfo(mode="disabled") if settings.auth_disabled else AuthInfo(mode="oauth2"),
+    )
+
+
+@router.post(
+    "/upload",
+    tags=["inference"],
+    summary="Classify one image (the course's route)",
+    response_model=PredictionResponse,
+    responses=problem_responses(400, 413, 415, 422, 503),
+)
+async def upload(
+    file: Annotated[UploadFile, File(description="The image: JPEG, PNG, WebP, GIF, BMP or TIFF.")],
+    inference: Inference,
+) -> PredictionResponse:
+    """Send one image as the multipart part `file`; get the winning label and the value of each label."""
+    prediction = await inference.predict(await file.read())
+    return PredictionResponse(prediction=prediction.prediction, values=prediction.values)
+
+
+@router.post(
+    "/predict",
+    tags=["inference"],
+    summary="Classify several images in one request",
+    response_model=list[FilePrediction | FileFailure],
+    response_model_exclude_none=True,
+    responses=problem_responses(400, 413, 415, 422, 503),
+)
+async def predict(
+    files: Annotated[list[UploadFile], File(description="One or more images, each as a part named `files`.")],
+    inference: Inference,
+) -> list[FilePrediction | FileFailure]:
+    """Results come in the order of the parts, each with its file name. A file that is not a valid image gets
+    an `error` (a problem details object) in its place; the other files are still classified."""
+    blobs = [await upload.read() for upload in files]
+    results = await inference.predict_each(blobs)
+    answers: list[FilePrediction | FileFailure] = []
+    for upload, result in zip(files, results, strict=True):
+        if isinstance(result, InvalidImageError):
+            status = image_error_status(result)
+            error = ProblemDetails(
+                title=HTTPStatus(status).phrase, status=status, detail=str(result), code=result.kind.value
+            )
+            answers.append(FileFailure(filename=upload.filename, error=error))
+        else:
+            answers.append(
+                FilePrediction(filename=upload.filename, prediction=result.prediction, values=result.values)
+            )
+    return answers
