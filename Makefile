@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks boot.py
 	$(BIN)/mypy src
 	$(BIN)/pytest
 
@@ -24,7 +24,7 @@ serve: install
 	$(BIN)/cats-dogs-other serve --no-auth
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks boot.py
 	$(BIN)/mypy src
 
 # Re-train the default model shipped in the package from the course's dataset.

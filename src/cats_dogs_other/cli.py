@@ -62,6 +62,50 @@ def _predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 1 if failed else 0
 
 
+def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from cats_dogs_other.api.app import create_app, load_classifier
+    from cats_dogs_other.inference.classifier import ModelLoadError
+    from cats_dogs_other.logs import configure_logging
+    from cats_dogs_other.settings import Settings
+
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "model_path": args.model,
+        "max_upload_bytes": args.max_upload_bytes,
+        "max_pixels": args.max_pixels,
+        "cors_origins": args.cors_origins,
+        "auth_disabled": True if args.no_auth else None,
+        "log_level": args.log_level.lower() if args.log_level_given else None,
+    }
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        # Load before listening: a bad model stops here with a message, not on the first request.
+        classifier, _ = load_classifier(settings)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, classifier)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # our JSON logging, configured above
+        access_log=False,  # RequestContextMiddleware writes access lines with request ids
+        server_header=False,
+        timeout_keep_alive=5,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cats-dogs-other", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
@@ -89,12 +133,27 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images")
     predict.set_defaults(handler=_predict)
+
+    serve = commands.add_parser("serve", help="start the HTTP service (settings also from the environment)")
+    serve.add_argument("--host", default=None, help="interface to listen on (HOST, default 0.0.0.0)")
+    serve.add_argument("--port", type=int, default=None, help="TCP port (PORT, default 8080)")
+    serve.add_argument(
+        "--model", type=Path, default=None, help="the .onnx model (MODEL_PATH, default built-in)"
+    )
+    serve.add_argument("--no-auth", action="store_true", help="serve without tokens (AUTH_DISABLED=true)")
+    serve.add_argument("--max-upload-bytes", type=int, default=None, help="MAX_UPLOAD_BYTES (default 10 MiB)")
+    serve.add_argument("--max-pixels", type=int, default=None, help="MAX_PIXELS (default 40000000)")
+    serve.add_argument(
+        "--cors-origins", default=None, help="CORS_ORIGINS, comma-separated (default: CORS off)"
+    )
+    serve.set_defaults(handler=_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.log_level_given = any(a == "--log-level" or a.startswith("--log-level=") for a in argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     for chatty in ("onnxscript", "onnx_ir", "torch"):  # the ONNX exporter narrates every pass at INFO
         logging.getLogger(chatty).setLevel(logging.ERROR)
