@@ -1,0 +1,151 @@
+"""Fixtures for the HTTP API: in-process apps, a real Uvicorn in a thread, and a real `serve` process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from cats_dogs_other.api import create_app
+from cats_dogs_other.inference.classifier import ImageClassifier
+from cats_dogs_other.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until_ready(client: TestClient | httpx.Client, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if client.get("/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("the service never became ready")
+
+
+@pytest.fixture
+def make_client(classifier: ImageClassifier) -> Iterator[Callable[..., TestClient]]:
+    """Build a started app (lifespan run, model warmed) with the given settings overrides."""
+    clients: list[TestClient] = []
+
+    def build(**overrides: object) -> TestClient:
+        settings = Settings(**{"auth_disabled": True, **overrides})  # type: ignore[arg-type]
+        client = TestClient(create_app(settings, classifier), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        wait_until_ready(client)
+        return client
+
+    yield build
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+class ServerThread:
+    """A real Uvicorn server for one app, on a free loopback port, in a background thread."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServeProcess:
+    """`cats-dogs-other serve` (or another command) as a real process; its stderr is kept for log checks."""
+
+    def __init__(self, command: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.command = [part.replace("{port}", str(self.port)) for part in command]
+        self.env = {**os.environ, **(env or {}), "PORT": str(self.port)}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServeProcess:
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+        with httpx.Client(base_url=self.base_url, timeout=5) as client:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
+                try:
+                    if client.get("/ready").status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        raise TimeoutError(f"server never became ready:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """The real console entry point, as `make serve` runs it (auth off), on a free port."""
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    command = [
+        sys.executable,
+        "-m",
+        "cats_dogs_other.cli",
+        "serve",
+        "--no-auth",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+    ]
+    server = ServeProcess(command, log_path).start()
+    yield server
+    server.stop()
