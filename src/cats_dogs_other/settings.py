@@ -31,6 +31,41 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS, comma-separated; empty: CORS off."
     )
     auth_disabled: bool = Field(False, description="Serve predictions without tokens (local demos only).")
+    oauth2_issuer: str | None = Field(
+        None, description="The token issuer (`iss`), e.g. https://tenant.auth0.com/"
+    )
+    oauth2_audience: str | None = Field(
+        None, description="This API's identifier, required in the token's `aud`."
+    )
+    oauth2_required_scope: str = Field("get::prediction", description="Scope a token needs for predictions.")
+    oauth2_jwks_uri: str | None = Field(
+        None, description="Key set URL, or a path joined to the issuer; default: OpenID discovery."
+    )
+    oauth2_leeway_seconds: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
+    oauth2_jwks_cache_seconds: float = Field(3600.0, gt=0, description="Key cache lifetime without max-age.")
+    oauth2_jwks_min_refresh_seconds: float = Field(10.0, ge=0, description="Least time between key fetches.")
+    oauth2_fetch_timeout_seconds: float = Field(
+        5.0, gt=0, description="Timeout of one key or discovery fetch."
+    )
+
+    def auth_configuration_error(self) -> str | None:
+        """Why predictions cannot be protected as configured, or None (secure by default)."""
+        if self.auth_disabled:
+            return None
+        missing = [
+            name
+            for name, value in (
+                ("OAUTH2_ISSUER", self.oauth2_issuer),
+                ("OAUTH2_AUDIENCE", self.oauth2_audience),
+            )
+            if not value
+        ]
+        if missing:
+            return (
+                f"{' and '.join(missing)} not set: predictions need OAuth2 tokens. Set them (see README), "
+                "or disable authentication explicitly for a local demo with --no-auth or AUTH_DISABLED=true."
+            )
+        return None
 
     @field_validator("log_level", mode="before")
     @classmethod
