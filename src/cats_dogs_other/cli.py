@@ -87,6 +87,10 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    problem = settings.auth_configuration_error()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         # Load before listening: a bad model stops here with a message, not on the first request.
         classifier, _ = load_classifier(settings)

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import anyio
+import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -18,6 +19,7 @@ from cats_dogs_other.api.middleware import BodyLimitMiddleware, RequestContextMi
 from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from cats_dogs_other.api.routes import router
 from cats_dogs_other.api.runtime import Runtime
+from cats_dogs_other.auth import JwksCache, TokenValidator
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.models.card import default_model_path
 from cats_dogs_other.settings import Settings
@@ -45,10 +47,38 @@ def load_classifier(settings: Settings) -> tuple[ImageClassifier, str]:
     return classifier, str(settings.model_path) if settings.model_path else "builtin:default"
 
 
+def build_token_validator(settings: Settings, client: httpx.AsyncClient) -> TokenValidator | None:
+    """The token checks, or None when auth is disabled or not configured (then predictions are refused)."""
+    if settings.auth_disabled or settings.auth_configuration_error():
+        return None
+    assert settings.oauth2_issuer is not None
+    assert settings.oauth2_audience is not None
+    keys = JwksCache(
+        settings.oauth2_issuer,
+        settings.oauth2_jwks_uri,
+        client,
+        default_ttl=settings.oauth2_jwks_cache_seconds,
+        min_refresh_interval=settings.oauth2_jwks_min_refresh_seconds,
+    )
+    return TokenValidator(
+        keys=keys,
+        issuer=settings.oauth2_issuer,
+        audience=settings.oauth2_audience,
+        required_scope=settings.oauth2_required_scope,
+        leeway_seconds=settings.oauth2_leeway_seconds,
+    )
+
+
 def create_app(settings: Settings | None = None, classifier: ImageClassifier | None = None) -> FastAPI:
     """Build the app. Pass an already loaded `classifier` to share one between apps (tests, the CLI)."""
     settings = settings or Settings()
     runtime = Runtime(settings=settings)
+    http_client = httpx.AsyncClient(
+        timeout=settings.oauth2_fetch_timeout_seconds,
+        follow_redirects=True,
+        headers={"User-Agent": "cats-dogs-other"},
+    )
+    runtime.token_validator = build_token_validator(settings, http_client)
     if classifier is not None:
         runtime.attach(classifier, str(settings.model_path) if settings.model_path else "builtin:default")
 
@@ -60,6 +90,14 @@ def create_app(settings: Settings | None = None, classifier: ImageClassifier | N
             runtime.attach(loaded, source)
         if settings.auth_disabled:
             log.warning("AUTHENTICATION IS DISABLED: anyone who can reach this service can use it")
+        elif runtime.token_validator is None:
+            log.error("predictions are refused: %s", settings.auth_configuration_error())
+        else:
+            log.info(
+                "predictions need tokens from %s with scope %s",
+                settings.oauth2_issuer,
+                settings.oauth2_required_scope,
+            )
         warm_up = asyncio.create_task(_warm_up(runtime))
         log.info(
             "model %s loaded from %s",
@@ -74,6 +112,7 @@ def create_app(settings: Settings | None = None, classifier: ImageClassifier | N
             warm_up.cancel()
             with suppress(asyncio.CancelledError):
                 await warm_up
+            await http_client.aclose()
 
     app = FastAPI(
         title="cats-dogs-other",

@@ -74,8 +74,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         detail = str(exc.detail)
-        if exc.status_code == 400 and "parsing the body" in detail:
-            detail = "The request body could not be parsed: send multipart/form-data with a file part."
         return problem(exc.status_code, detail, request, headers=dict(exc.headers or {}))
 
     async def on_invalid_image(request: Request, exc: Exception) -> JSONResponse:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, HTTPException, Request
+from starlette.datastructures import UploadFile
 
 from cats_dogs_other import __version__
 from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, ProblemDetails, image_error_status
@@ -20,6 +21,7 @@ from cats_dogs_other.api.schemas import (
     Readiness,
     VersionInfo,
 )
+from cats_dogs_other.auth.dependency import require_prediction_token
 from cats_dogs_other.inference.decode import InvalidImageError
 from cats_dogs_other.inference.service import InferenceService
 
@@ -27,11 +29,14 @@ RETRY_AFTER_SECONDS = "5"
 
 _PROBLEM_DESCRIPTIONS = {
     400: "Malformed request, e.g. a broken multipart body or too many files.",
+    401: "No bearer token, or a token that is not valid (expired, wrong issuer or audience, bad signature).",
+    403: "A valid token without the required scope (get::prediction by default).",
     413: "The request body is over MAX_UPLOAD_BYTES, or the image has more pixels than MAX_PIXELS.",
     415: "Not multipart/form-data, or the file is not a supported image (or is corrupt or empty).",
     422: "A required form part is missing or misnamed.",
     500: "The server failed; the body carries a request id to quote.",
-    503: "The model is not loaded yet or the service is shutting down; retry after `Retry-After` seconds.",
+    503: "The model is not loaded yet, the service is shutting down, or the identity provider's keys are "
+    "unavailable; retry after `Retry-After` seconds.",
 }
 
 
@@ -58,6 +63,55 @@ def ready_inference(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Infere
 
 
 Inference = Annotated[InferenceService, Depends(ready_inference)]
+
+
+def multipart_body(field: str, description: str, many: bool) -> dict[str, Any]:
+    """The request body as OpenAPI sees it (the route reads it itself, after the token check)."""
+    binary = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
+    schema = {"type": "array", "items": binary} if many else binary
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": [field],
+                        "properties": {field: {**schema, "description": description}},
+                    }
+                }
+            },
+        }
+    }
+
+
+async def read_file_parts(request: Request, field: str, max_files: int) -> list[tuple[str | None, bytes]]:
+    """The files sent under `field`, read only after authentication; clear 4xx for every malformed body."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        shown = content_type.split(";")[0].strip() or "no Content-Type"
+        raise HTTPException(
+            415, f"Expected multipart/form-data with the image in a part named '{field}', got {shown}."
+        )
+    form = await request.form(max_files=max_files, max_fields=16)
+    try:
+        values = form.getlist(field)
+        files = [value for value in values if isinstance(value, UploadFile)]
+        if not files:
+            if values:
+                raise HTTPException(
+                    422, f"The part '{field}' is a text field; send the image as a file part."
+                )
+            sent = ", ".join(sorted({f"'{name}'" for name in form})) or "none"
+            raise HTTPException(
+                422,
+                f"Missing form part '{field}' (parts sent: {sent}). "
+                f"Send the image as a multipart file part named '{field}'.",
+            )
+        return [(upload.filename, await upload.read()) for upload in files]
+    finally:
+        await form.close()
+
 
 router = APIRouter()
 
@@ -105,7 +159,14 @@ async def version(runtime: Annotated[Runtime, Depends(get_runtime)]) -> VersionI
             input_size=(spec.height, spec.width),
             outputs_are_probabilities=classifier.card.outputs_are_probabilities,
         ),
-        auth=AuthInfo(mode="disabled") if settings.auth_disabled else AuthInfo(mode="oauth2"),
+        auth=AuthInfo(mode="disabled")
+        if settings.auth_disabled
+        else AuthInfo(
+            mode="oauth2",
+            issuer=settings.oauth2_issuer,
+            audience=settings.oauth2_audience,
+            required_scope=settings.oauth2_required_scope,
+        ),
     )
 
 
@@ -114,14 +175,19 @@ async def version(runtime: Annotated[Runtime, Depends(get_runtime)]) -> VersionI
     tags=["inference"],
     summary="Classify one image (the course's route)",
     response_model=PredictionResponse,
-    responses=problem_responses(400, 413, 415, 422, 503),
+    responses=problem_responses(400, 401, 403, 413, 415, 422, 503),
+    dependencies=[Depends(require_prediction_token)],
+    openapi_extra=multipart_body("file", "The image: JPEG, PNG, WebP, GIF, BMP or TIFF.", many=False),
 )
-async def upload(
-    file: Annotated[UploadFile, File(description="The image: JPEG, PNG, WebP, GIF, BMP or TIFF.")],
-    inference: Inference,
-) -> PredictionResponse:
+async def upload(request: Request, inference: Inference) -> PredictionResponse:
     """Send one image as the multipart part `file`; get the winning label and the value of each label."""
-    prediction = await inference.predict(await file.read())
+    files = await read_file_parts(request, "file", get_runtime(request).settings.max_files_per_request)
+    if len(files) > 1:
+        raise HTTPException(
+            400, f"Send one part named 'file' (got {len(files)}); POST /predict takes several."
+        )
+    ((_, data),) = files
+    prediction = await inference.predict(data)
     return PredictionResponse(prediction=prediction.prediction, values=prediction.values)
 
 
@@ -131,26 +197,26 @@ async def upload(
     summary="Classify several images in one request",
     response_model=list[FilePrediction | FileFailure],
     response_model_exclude_none=True,
-    responses=problem_responses(400, 413, 415, 422, 503),
+    responses=problem_responses(400, 401, 403, 413, 415, 422, 503),
+    dependencies=[Depends(require_prediction_token)],
+    openapi_extra=multipart_body("files", "One or more images, each as a part named `files`.", many=True),
 )
-async def predict(
-    files: Annotated[list[UploadFile], File(description="One or more images, each as a part named `files`.")],
-    inference: Inference,
-) -> list[FilePrediction | FileFailure]:
+async def predict(request: Request, inference: Inference) -> list[FilePrediction | FileFailure]:
     """Results come in the order of the parts, each with its file name. A file that is not a valid image gets
     an `error` (a problem details object) in its place; the other files are still classified."""
-    blobs = [await upload.read() for upload in files]
-    results = await inference.predict_each(blobs)
+    limit = get_runtime(request).settings.max_files_per_request
+    files = await read_file_parts(request, "files", max_files=limit)
+    results = await inference.predict_each([data for _, data in files])
     answers: list[FilePrediction | FileFailure] = []
-    for upload, result in zip(files, results, strict=True):
+    for (filename, _), result in zip(files, results, strict=True):
         if isinstance(result, InvalidImageError):
             status = image_error_status(result)
             error = ProblemDetails(
                 title=HTTPStatus(status).phrase, status=status, detail=str(result), code=result.kind.value
             )
-            answers.append(FileFailure(filename=upload.filename, error=error))
+            answers.append(FileFailure(filename=filename, error=error))
         else:
             answers.append(
-                FilePrediction(filename=upload.filename, prediction=result.prediction, values=result.values)
+                FilePrediction(filename=filename, prediction=result.prediction, values=result.values)
             )
     return answers

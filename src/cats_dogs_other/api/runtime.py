@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from cats_dogs_other.auth.tokens import TokenValidator
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.inference.service import InferenceService
 from cats_dogs_other.settings import Settings
@@ -19,6 +20,7 @@ class Runtime:
     ready: bool = False
     stopping: bool = False
     model_source: str = field(default="")
+    token_validator: TokenValidator | None = None
 
     def attach(self, classifier: ImageClassifier, source: str) -> None:
         self.classifier = classifier
