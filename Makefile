@@ -8,11 +8,15 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Re-run only when the dependency list changes; `pip install -e` keeps source edits live.
-$(STAMP): pyproject.toml
+OIDC_PROVIDER := tests/auth/oidc_provider
+
+# Re-run only when a dependency list changes; `pip install -e` keeps source edits live.
+# The npm part is the real OpenID provider the end-to-end auth tests run (pinned by its package-lock.json).
+$(STAMP): pyproject.toml $(OIDC_PROVIDER)/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 test: install

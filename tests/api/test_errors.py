@@ -29,16 +29,27 @@ def assert_problem(response: httpx.Response, status: int, detail_part: str) -> d
 
 def test_missing_part_is_422(client: TestClient) -> None:
     response = client.post("/upload", files={"image": ("cat.png", b"...", "image/png")})
-    assert_problem(response, 422, "Missing form part(s): file")
+    assert_problem(response, 422, "Missing form part 'file' (parts sent: 'image')")
+
+
+def test_text_field_instead_of_a_file_is_422(client: TestClient) -> None:
+    response = client.post("/upload", data={"file": "cat.png"}, files={"other": ("x", b"x")})
+    assert_problem(response, 422, "text field")
+
+
+def test_two_files_on_upload_is_400(client: TestClient) -> None:
+    parts = [("file", ("a.png", b"a")), ("file", ("b.png", b"b"))]
+    assert_problem(client.post("/upload", files=parts), 400, "POST /predict takes several")
 
 
 def test_predict_without_files_is_422(client: TestClient) -> None:
     response = client.post("/predict", files={"file": ("cat.png", b"...", "image/png")})
-    assert_problem(response, 422, "files")
+    assert_problem(response, 422, "Missing form part 'files'")
 
 
 def test_not_multipart_is_415(client: TestClient) -> None:
     assert_problem(client.post("/upload", json={"file": "x"}), 415, "Expected multipart/form-data")
+    assert_problem(client.post("/upload", data={"file": "x"}), 415, "application/x-www-form-urlencoded")
     assert_problem(client.post("/upload", content=b"raw"), 415, "no Content-Type")
 
 

@@ -17,7 +17,8 @@ from PIL import Image, PngImagePlugin
 from cats_dogs_other.api import create_app
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.settings import Settings
-from tests.api.conftest import REPO_ROOT, ServeProcess, ServerThread
+from tests.api.conftest import REPO_ROOT, ServeProcess
+from tests.servers import ServerThread
 
 
 def test_serve_answers_the_course_contract(live_server: ServeProcess, sample_files: dict[str, Path]) -> None:

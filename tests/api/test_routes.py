@@ -107,7 +107,20 @@ def test_openapi_document_is_valid_and_complete(client: TestClient) -> None:
         assert list(content) == ["application/problem+json"]
         assert content["application/problem+json"]["schema"]["$ref"].endswith("/ProblemDetails")
     multipart = upload["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert "file" in document["components"]["schemas"][multipart["$ref"].rsplit("/", 1)[1]]["properties"]
+    assert multipart["required"] == ["file"]
+    assert multipart["properties"]["file"]["format"] == "binary"
+    many = paths["/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert many["properties"]["files"]["type"] == "array"
+    for status in ("401", "403"):
+        assert status in upload["responses"]
+    assert document["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": document["components"]["securitySchemes"]["bearerAuth"]["description"],
+    }
+    assert upload["security"] == [{"bearerAuth": []}]
+    assert "security" not in paths["/health"]["get"]
     examples = document["components"]["schemas"]["PredictionResponse"]["examples"]
     assert examples[0]["prediction"] == "Cat"
 
