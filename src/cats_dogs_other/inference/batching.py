@@ -1,0 +1,143 @@
+"""Dynamic micro-batching: concurrent requests share one model call, and a full queue says so at once.
+
+Requests decode in their own threads, then queue their model input here. One worker takes everything
+queued (up to `max_batch_size`), waiting at most `max_wait_ms` for more only when the model is idle, and
+runs the batch in the model thread. Under load, batches fill by themselves while the previous one runs;
+a lone request waits `max_wait_ms` at most, and not at all when no other request is being decoded.
+The queue is bounded: when it is full, `submit` raises `QueueFullError` immediately, so latency cannot
+grow without bound (the API answers 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(RuntimeError):
+    """More inputs are waiting than the queue allows; retry later."""
+
+
+@dataclass
+class _Pending:
+    item: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    queued_at: float
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What the last batches looked like; for tests and metrics."""
+
+    batches: int
+    items: int
+    largest: int
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        run: Callable[[np.ndarray], Awaitable[np.ndarray]],
+        *,
+        max_batch_size: int = 8,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 64,
+        more_coming: Callable[[], bool] | None = None,
+    ) -> None:
+        self._run = run
+        # Whether other requests are on their way (decoding now): waiting for company is pointless if not.
+        self._more_coming = more_coming or (lambda: True)
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.items = 0
+        self.largest = 0
+        self.on_batch: Callable[[int, list[float]], None] | None = None
+
+    @property
+    def depth(self) -> int:
+        """Inputs waiting for a model call (not counting the batch running now)."""
+        return self._queue.qsize()
+
+    @property
+    def stats(self) -> BatchStats:
+        return BatchStats(self.batches, self.items, self.largest)
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._work(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("the service is stopping"))
+
+    async def submit(self, item: np.ndarray) -> np.ndarray:
+        """The model's output row for one input; QueueFullError at once when the queue is full."""
+        if self._queue.qsize() >= self.max_queue:
+            raise QueueFullError(f"{self.max_queue} images are already waiting for the model")
+        if self._worker is None:
+            raise RuntimeError("the batcher is not running")
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(item, future, time.perf_counter()))
+        return await future
+
+    async def _work(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.perf_counter() + self.max_wait
+            while len(batch) < self.max_batch_size:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or not self._more_coming():
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            live = [p for p in batch if not p.future.done()]  # a cancelled request needs no answer
+            if live:
+                await self._run_batch(live)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            outputs = await self._run(np.stack([p.item for p in batch]))
+        except asyncio.CancelledError:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(RuntimeError("the service is stopping"))
+            raise
+        except Exception as exc:  # one bad batch fails its requests, never the worker
+            log.exception("model call failed for a batch of %d", len(batch))
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        self.batches += 1
+        self.items += len(batch)
+        self.largest = max(self.largest, len(batch))
+        if self.on_batch is not None:
+            self.on_batch(len(batch), [started - p.queued_at for p in batch])
+        for pending, row in zip(batch, outputs, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(row)
