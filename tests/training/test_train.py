@@ -86,8 +86,23 @@ def test_folds_never_split_a_pdf(dataset_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_full_training_reaches_97_percent_on_pdf_level_validation(dataset_dir: Path, tmp_path: Path) -> None:
-    result = train(TrainConfig(data_dir=dataset_dir, out_dir=tmp_path))
+    # The shipped configuration: int8 backbone, head fitted and validated on its features.
+    result = train(TrainConfig(data_dir=dataset_dir, out_dir=tmp_path, quantize=True))
     assert result.card.metrics["validation"]["accuracy"] >= 0.97
+    assert "int8" in result.card.training["quantization"]
+
+
+def test_quantized_model_is_smaller_and_agrees_with_float(
+    trained: TrainResult, small_dataset: Path, tmp_path: Path, labelled_files: list[tuple[str, Path]]
+) -> None:
+    quantized = train(TrainConfig(data_dir=small_dataset, out_dir=tmp_path, folds=3, quantize=True))
+    assert quantized.model_path.stat().st_size < trained.model_path.stat().st_size / 3
+    images = [path.read_bytes() for _, path in labelled_files[::6]]
+    as_float = ImageClassifier.load(trained.model_path).predict(images)
+    as_int8 = ImageClassifier.load(quantized.model_path).predict(images)
+    agreement = np.mean([a.prediction == b.prediction for a, b in zip(as_float, as_int8, strict=True)])
+    assert agreement >= 0.9
+    assert max(abs(sum(p.values) - 1) for p in as_int8) < 1e-5
 
 
 def test_shipped_card_describes_the_shipped_model_and_this_dataset(dataset_dir: Path) -> None:
@@ -96,3 +111,4 @@ def test_shipped_card_describes_the_shipped_model_and_this_dataset(dataset_dir: 
     items = find_images(dataset_dir, card.labels)
     assert card.training["data_sha256"] == dataset_sha256(items, dataset_dir)
     assert card.training["command"].startswith("cats-dogs-other train")
+    assert card.training["quantization"].startswith("static int8")

