@@ -12,11 +12,15 @@ from starlette.types import ASGIApp
 class ServerThread:
     """A real Uvicorn server for one app, on a free loopback port, in a background thread."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
-        )
+    def __init__(self, app: ASGIApp, server: uvicorn.Server | None = None) -> None:
+        self.server = server or uvicorn.Server(ServerThread.config(app))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @staticmethod
+    def config(app: ASGIApp, **options: object) -> uvicorn.Config:
+        return uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on", **options
+        )  # type: ignore[arg-type]
 
     def __enter__(self) -> str:
         self.thread.start()
@@ -31,3 +35,7 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def socket_port(base_url: str) -> int:
+    return int(base_url.rsplit(":", 1)[1])

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -20,6 +22,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         folds=args.folds,
         weight_decay=args.weight_decay,
         seed=args.seed,
+        quantize=args.quantize,
         command=shlex.join(["cats-dogs-other", *argv]),
     )
     card = train(config).card
@@ -67,6 +70,7 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from pydantic import ValidationError
 
     from cats_dogs_other.api.app import create_app, load_classifier
+    from cats_dogs_other.api.server import DrainingServer, HeaderTimeoutProtocol
     from cats_dogs_other.inference.classifier import ModelLoadError
     from cats_dogs_other.logs import configure_logging
     from cats_dogs_other.settings import Settings
@@ -79,6 +83,10 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "max_pixels": args.max_pixels,
         "cors_origins": args.cors_origins,
         "auth_disabled": True if args.no_auth else None,
+        "workers": args.workers,
+        "batch_max_size": args.batch_max_size,
+        "batch_max_wait_ms": args.batch_max_wait_ms,
+        "queue_max": args.queue_max,
         "log_level": args.log_level.lower() if args.log_level_given else None,
     }
     try:
@@ -97,17 +105,45 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, classifier)
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,  # our JSON logging, configured above
+        "access_log": False,  # RequestContextMiddleware writes access lines with request ids
+        "server_header": False,
+        "timeout_keep_alive": 5,
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+        "http": "cats_dogs_other.api.server:HeaderTimeoutProtocol",
+    }
+    os.environ["HEADER_TIMEOUT_SECONDS"] = str(settings.header_timeout_seconds)
+    HeaderTimeoutProtocol.timeout_seconds = settings.header_timeout_seconds
+    if settings.workers == 1:
+        app = create_app(settings, classifier)
+        DrainingServer(
+            uvicorn.Config(app, **options), app.state.runtime, settings.shutdown_drain_seconds
+        ).run()
+        return 0
+    # Several processes: each worker imports the factory and reads its settings from the environment,
+    # so the flags given here are handed down as environment variables. Uvicorn's supervisor has no
+    # drain phase: SIGTERM goes straight to the graceful shutdown of every worker.
+    del classifier
+    os.environ.update(
+        {
+            name.upper(): _env_value(value)
+            for name, value in settings.model_dump().items()
+            if value is not None
+        }
+    )
     uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # our JSON logging, configured above
-        access_log=False,  # RequestContextMiddleware writes access lines with request ids
-        server_header=False,
-        timeout_keep_alive=5,
+        "cats_dogs_other.api.app:create_app_from_env", factory=True, workers=settings.workers, **options
     )
     return 0
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight-decay", type=float, default=1e-3, help="L2 penalty of the head (default 1e-3)"
     )
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--quantize", action="store_true", help="ship a static int8 backbone (faster on CPU)")
     train.set_defaults(handler=_train)
 
     predict = commands.add_parser("predict", help="classify image files")
@@ -149,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-pixels", type=int, default=None, help="MAX_PIXELS (default 40000000)")
     serve.add_argument(
         "--cors-origins", default=None, help="CORS_ORIGINS, comma-separated (default: CORS off)"
+    )
+    serve.add_argument("--workers", type=int, default=None, help="server processes (WORKERS, default 1)")
+    serve.add_argument("--batch-max-size", type=int, default=None, help="BATCH_MAX_SIZE (default 4)")
+    serve.add_argument("--batch-max-wait-ms", type=float, default=None, help="BATCH_MAX_WAIT_MS (default 2)")
+    serve.add_argument(
+        "--queue-max", type=int, default=None, help="QUEUE_MAX requests in progress (default 128)"
     )
     serve.set_defaults(handler=_serve)
     return parser

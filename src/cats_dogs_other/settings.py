@@ -30,6 +30,23 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma-separated; empty: CORS off."
     )
+    batch_max_size: int = Field(4, ge=1, le=256, description="Most images in one model call.")
+    batch_max_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait for a batch to fill.")
+    queue_max: int = Field(128, ge=1, description="Prediction requests in progress before new ones get 503.")
+    workers: int = Field(1, ge=1, le=64, description="Server processes (each loads its own model).")
+    inference_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime threads per process; default: usable cores / workers."
+    )
+    shutdown_drain_seconds: float = Field(
+        5.0, ge=0, description="After SIGTERM: /ready answers 503 while requests are still served, this long."
+    )
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="Then: time in-flight requests get to finish."
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest a client may take to send headers."
+    )
+    body_timeout_seconds: float = Field(30.0, gt=0, description="Longest wait for the next chunk of a body.")
     auth_disabled: bool = Field(False, description="Serve predictions without tokens (local demos only).")
     oauth2_issuer: str | None = Field(
         None, description="The token issuer (`iss`), e.g. https://tenant.auth0.com/"

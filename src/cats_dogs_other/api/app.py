@@ -20,7 +20,8 @@ from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, install_problem_han
 from cats_dogs_other.api.routes import router
 from cats_dogs_other.api.runtime import Runtime
 from cats_dogs_other.auth import JwksCache, TokenValidator
-from cats_dogs_other.inference.classifier import ImageClassifier
+from cats_dogs_other.inference.classifier import ImageClassifier, available_cores
+from cats_dogs_other.logs import configure_logging
 from cats_dogs_other.models.card import default_model_path
 from cats_dogs_other.settings import Settings
 
@@ -43,7 +44,8 @@ TAGS = [
 def load_classifier(settings: Settings) -> tuple[ImageClassifier, str]:
     """The configured model (or the built-in one) and a description of where it came from."""
     path = settings.model_path or default_model_path()
-    classifier = ImageClassifier.load(path, max_pixels=settings.max_pixels)
+    threads = settings.inference_threads or max(1, available_cores() // settings.workers)
+    classifier = ImageClassifier.load(path, max_pixels=settings.max_pixels, threads=threads)
     return classifier, str(settings.model_path) if settings.model_path else "builtin:default"
 
 
@@ -67,6 +69,13 @@ def build_token_validator(settings: Settings, client: httpx.AsyncClient) -> Toke
         required_scope=settings.oauth2_required_scope,
         leeway_seconds=settings.oauth2_leeway_seconds,
     )
+
+
+def create_app_from_env() -> FastAPI:
+    """For `uvicorn --factory` and multi-worker serving: every worker builds its app from the environment."""
+    settings = Settings()
+    configure_logging(settings.log_level)  # a spawned worker starts with Python's default logging
+    return create_app(settings)
 
 
 def create_app(settings: Settings | None = None, classifier: ImageClassifier | None = None) -> FastAPI:
@@ -98,6 +107,8 @@ def create_app(settings: Settings | None = None, classifier: ImageClassifier | N
                 settings.oauth2_issuer,
                 settings.oauth2_required_scope,
             )
+        assert runtime.inference is not None
+        runtime.inference.start()
         warm_up = asyncio.create_task(_warm_up(runtime))
         log.info(
             "model %s loaded from %s",
@@ -112,6 +123,7 @@ def create_app(settings: Settings | None = None, classifier: ImageClassifier | N
             warm_up.cancel()
             with suppress(asyncio.CancelledError):
                 await warm_up
+            await runtime.inference.stop()
             await http_client.aclose()
 
     app = FastAPI(
@@ -134,7 +146,11 @@ def create_app(settings: Settings | None = None, classifier: ImageClassifier | N
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        chunk_timeout_seconds=settings.body_timeout_seconds,
+    )
     app.add_middleware(RequestContextMiddleware)  # outermost: ids and logs cover every answer
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -82,16 +83,18 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over `max_bytes` while they stream in, so no unbounded body is ever held.
+    """Refuses request bodies over `max_bytes` while they stream in, so no unbounded body is ever held,
+    and bodies that stall (no chunk for `chunk_timeout_seconds`) with 408, so slow clients cannot pin us.
 
     A declared `Content-Length` over the limit is answered at once, before any byte is read; a chunked or
     lying body is cut off as soon as the running count passes the limit. Both answers are problem+json
     (FastAPI's own `max_body_size` answers plain text when a Content-Length is declared).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, chunk_timeout_seconds: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.chunk_timeout = chunk_timeout_seconds
 
     def _too_large(self) -> HTTPException:
         return HTTPException(
@@ -113,7 +116,12 @@ class BodyLimitMiddleware:
 
         async def counting_receive() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.chunk_timeout)
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"The request body stalled for over {self.chunk_timeout:g} s."
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from cats_dogs_other.inference.batching import QueueFullError
 from cats_dogs_other.inference.decode import ImageErrorKind, InvalidImageError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -80,6 +81,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, InvalidImageError)
         return problem(image_error_status(exc), str(exc), request, code=exc.kind.value)
 
+    async def on_queue_full(request: Request, exc: Exception) -> JSONResponse:
+        return problem(
+            503, f"The service is at capacity ({exc}); retry shortly.", request, headers={"Retry-After": "1"}
+        )
+
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = [
@@ -107,3 +113,4 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, on_http_exception)
     app.add_exception_handler(InvalidImageError, on_invalid_image)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(QueueFullError, on_queue_full)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -62,7 +63,20 @@ def ready_inference(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Infere
     return runtime.inference
 
 
-Inference = Annotated[InferenceService, Depends(ready_inference)]
+async def admitted_inference(
+    inference: Annotated[InferenceService, Depends(ready_inference)],
+) -> AsyncIterator[InferenceService]:
+    """Admission control, before the body is read: past QUEUE_MAX requests in flight, 503 at once."""
+    with inference.admission():
+        yield inference
+
+
+Inference = Annotated[InferenceService, Depends(admitted_inference)]
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return (length is not None and length.strip() not in ("", "0")) or "transfer-encoding" in request.headers
 
 
 def multipart_body(field: str, description: str, many: bool) -> dict[str, Any]:
@@ -98,6 +112,12 @@ async def read_file_parts(request: Request, field: str, max_files: int) -> list[
         values = form.getlist(field)
         files = [value for value in values if isinstance(value, UploadFile)]
         if not files:
+            if not form and _has_body(request):
+                raise HTTPException(
+                    400,
+                    "The multipart body has no complete part: it is truncated, or its "
+                    "boundary does not match the one in Content-Type.",
+                )
             if values:
                 raise HTTPException(
                     422, f"The part '{field}' is a text field; send the image as a file part."
@@ -130,7 +150,9 @@ async def health() -> Health:
     responses=problem_responses(503),
 )
 async def ready(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Readiness:
-    """200 once the model is loaded and has run once; 503 before that and while shutting down."""
+    """200 once the model is loaded and has run once; 503 before that and from SIGTERM on."""
+    if runtime.draining:
+        raise HTTPException(503, "The service is shutting down.", {"Retry-After": RETRY_AFTER_SECONDS})
     ready_inference(runtime)
     return Readiness()
 

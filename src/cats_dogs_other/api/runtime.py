@@ -8,7 +8,7 @@ from fastapi import Request
 
 from cats_dogs_other.auth.tokens import TokenValidator
 from cats_dogs_other.inference.classifier import ImageClassifier
-from cats_dogs_other.inference.service import InferenceService
+from cats_dogs_other.inference.service import BatchingConfig, InferenceService
 from cats_dogs_other.settings import Settings
 
 
@@ -18,13 +18,16 @@ class Runtime:
     classifier: ImageClassifier | None = None
     inference: InferenceService | None = None
     ready: bool = False
+    draining: bool = False  # SIGTERM received: tell load balancers, keep serving
     stopping: bool = False
     model_source: str = field(default="")
     token_validator: TokenValidator | None = None
 
     def attach(self, classifier: ImageClassifier, source: str) -> None:
         self.classifier = classifier
-        self.inference = InferenceService(classifier, self.settings.max_pixels)
+        settings = self.settings
+        batching = BatchingConfig(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max)
+        self.inference = InferenceService(classifier, settings.max_pixels, batching)
         self.model_source = source
 
 

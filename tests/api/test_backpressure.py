@@ -1,0 +1,116 @@
+"""Under load through real Uvicorn: requests are batched, the bound answers 503 at once, health stays up."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from cats_dogs_other.api import create_app
+from cats_dogs_other.inference.classifier import ImageClassifier
+from cats_dogs_other.settings import Settings
+from tests.api.conftest import ServeProcess
+from tests.servers import ServerThread
+
+
+class Gate:
+    """Holds every model call until opened, counting the calls and their batch sizes."""
+
+    def __init__(self, classifier: ImageClassifier) -> None:
+        self.open = threading.Event()
+        self.batches: list[int] = []
+        self.entered = threading.Semaphore(0)
+        self._run = classifier.run
+        classifier.run = self  # type: ignore[method-assign]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(len(batch))
+        self.entered.release()
+        assert self.open.wait(timeout=60)
+        return self._run(batch)
+
+
+def post(base_url: str, data: bytes) -> httpx.Response:
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        return client.post("/upload", files={"file": ("dog.png", data)})
+
+
+def wait_for(condition: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition never met"
+        time.sleep(0.01)
+
+
+def test_concurrent_uploads_are_batched(sample_files: dict[str, Path]) -> None:
+    classifier = ImageClassifier.load()
+    app = create_app(Settings(auth_disabled=True, batch_max_size=8, batch_max_wait_ms=0), classifier)
+    data = sample_files["Dog"].read_bytes()
+    with ServerThread(app) as base_url, ThreadPoolExecutor(max_workers=7) as pool:
+        wait_for(lambda: httpx.get(f"{base_url}/ready").status_code == 200)
+        gate = Gate(classifier)
+        first = pool.submit(post, base_url, data)
+        assert gate.entered.acquire(timeout=30)  # the first call holds the model
+        rest = [pool.submit(post, base_url, data) for _ in range(6)]
+        batcher = app.state.runtime.inference.batcher
+        wait_for(lambda: batcher.depth == 6)  # all six decoded and queued behind it
+        gate.open.set()
+        assert [f.result().json()["prediction"] for f in [first, *rest]] == ["Dog"] * 7
+    assert gate.batches == [1, 6]
+
+
+def test_full_service_answers_503_at_once_and_recovers(sample_files: dict[str, Path]) -> None:
+    classifier = ImageClassifier.load()
+    app = create_app(Settings(auth_disabled=True, queue_max=2, batch_max_wait_ms=0), classifier)
+    data = sample_files["Cat"].read_bytes()
+    with ServerThread(app) as base_url, ThreadPoolExecutor(max_workers=2) as pool:
+        wait_for(lambda: httpx.get(f"{base_url}/ready").status_code == 200)
+        gate = Gate(classifier)
+        held = [pool.submit(post, base_url, data) for _ in range(2)]
+        assert gate.entered.acquire(timeout=30)
+        wait_for(lambda: app.state.runtime.inference.in_flight == 2)
+        refused = post(base_url, data)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "at capacity" in refused.json()["detail"]
+        assert httpx.get(f"{base_url}/health").json() == {"status": "OK"}
+        assert not any(f.done() for f in held)
+        gate.open.set()
+        assert [f.result().status_code for f in held] == [200, 200]
+        assert post(base_url, data).status_code == 200  # capacity is given back
+
+
+@pytest.mark.slow
+def test_several_workers_serve(tmp_path: Path, sample_files: dict[str, Path]) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "cats_dogs_other.cli",
+        "serve",
+        "--no-auth",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--workers",
+        "2",
+    ]
+    server = ServeProcess(command, tmp_path / "workers.log").start()
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            answers = [
+                client.post("/upload", files={"file": ("c.png", sample_files["Cat"].read_bytes())})
+                for _ in range(6)
+            ]
+            assert [a.json()["prediction"] for a in answers] == ["Cat"] * 6
+            assert client.get("/version").json()["auth"]["mode"] == "disabled"
+        assert server.logs().count("model warmed up; ready") == 2  # one model per worker
+    finally:
+        server.stop()
