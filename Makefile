@@ -34,10 +34,15 @@ lint: install
 # Re-train the default model shipped in the package from the course's dataset.
 DATA ?= ../shared/datasets/cats-dogs-other/images
 train: install
-	$(BIN)/cats-dogs-other train --data $(DATA) --out src/cats_dogs_other/models/default
+	$(BIN)/cats-dogs-other train --data $(DATA) --out src/cats_dogs_other/models/default --quantize
 
+# Benchmarks are not tests: they print Markdown for BENCHMARKS.md (and write benchmarks/results/).
 benchmark: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/quantization.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
