@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None, classifier: ImageClassifier | N
         form_limits={"max_files": settings.max_files_per_request, "max_fields": 16},
     )
     app.state.runtime = runtime
-    app.openapi = lambda: _openapi_with_problem_media_type(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi_document(app, settings)  # type: ignore[method-assign]
     app.include_router(router)
     install_problem_handlers(app)
     if settings.cors_origins:
@@ -155,8 +155,9 @@ def create_app(settings: Settings | None = None, classifier: ImageClassifier | N
     return app
 
 
-def _openapi_with_problem_media_type(app: FastAPI) -> dict[str, Any]:
-    """FastAPI documents every `responses=` model as application/json; ours are application/problem+json."""
+def _openapi_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """FastAPI's document, with two fixes: error bodies are application/problem+json (FastAPI says
+    application/json), and with auth disabled no operation claims to need a token."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title,
@@ -171,6 +172,12 @@ def _openapi_with_problem_media_type(app: FastAPI) -> dict[str, Any]:
                 content = response.get("content", {})
                 if content.get("application/json", {}).get("schema") == problem_ref:
                     response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}
+            if settings.auth_disabled:
+                operation.pop("security", None)
+                for status in ("401", "403"):
+                    operation.get("responses", {}).pop(status, None)
+        if settings.auth_disabled:
+            schema.get("components", {}).pop("securitySchemes", None)
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cats_dogs_other.api.problems import INTERNAL_ERROR_DETAIL, problem
 
 REQUEST_ID_HEADER = b"x-request-id"
+BODY_TAIL_BYTES = 128
 # An incoming id is echoed into logs and headers, so only a short, plain token is trusted.
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
@@ -113,6 +114,8 @@ class BodyLimitMiddleware:
             )
             return
         received = 0
+        state = scope.setdefault("state", {})
+        state["body_tail"] = b""  # the last bytes, to tell a complete multipart body from a truncated one
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -123,7 +126,9 @@ class BodyLimitMiddleware:
                     408, f"The request body stalled for over {self.chunk_timeout:g} s."
                 ) from None
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                state["body_tail"] = (state["body_tail"] + chunk)[-BODY_TAIL_BYTES:]
                 if received > self.max_bytes:
                     raise self._too_large()  # FastAPI re-raises HTTPException to the problem handlers
             return message

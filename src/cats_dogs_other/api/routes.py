@@ -74,15 +74,20 @@ async def admitted_inference(
 Inference = Annotated[InferenceService, Depends(admitted_inference)]
 
 
-def _has_body(request: Request) -> bool:
-    length = request.headers.get("content-length")
-    return (length is not None and length.strip() not in ("", "0")) or "transfer-encoding" in request.headers
+def _multipart_is_complete(request: Request) -> bool:
+    """Whether the body ended with its closing delimiter: python-multipart drops a truncated last part
+    silently, so this is how a truncated upload is told from one that lacks the expected part."""
+    boundary = (
+        request.headers.get("content-type", "").partition("boundary=")[2].split(";")[0].strip().strip('"')
+    )
+    tail: bytes = request.scope.get("state", {}).get("body_tail", b"")
+    return bool(boundary) and tail.rstrip(b"\r\n").endswith(b"--" + boundary.encode() + b"--")
 
 
 def multipart_body(field: str, description: str, many: bool) -> dict[str, Any]:
     """The request body as OpenAPI sees it (the route reads it itself, after the token check)."""
     binary = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
-    schema = {"type": "array", "items": binary} if many else binary
+    schema = {"type": "array", "items": binary, "minItems": 1} if many else binary
     return {
         "requestBody": {
             "required": True,
@@ -112,11 +117,11 @@ async def read_file_parts(request: Request, field: str, max_files: int) -> list[
         values = form.getlist(field)
         files = [value for value in values if isinstance(value, UploadFile)]
         if not files:
-            if not form and _has_body(request):
+            if not _multipart_is_complete(request):
                 raise HTTPException(
                     400,
-                    "The multipart body has no complete part: it is truncated, or its "
-                    "boundary does not match the one in Content-Type.",
+                    "The multipart body is incomplete: it is truncated, or its boundary does not match "
+                    "the one in Content-Type.",
                 )
             if values:
                 raise HTTPException(
