@@ -1,0 +1,135 @@
+"""Soak: the service at saturation for a long time with good and hostile requests mixed (not in CI).
+
+    .venv/bin/python benchmarks/soak.py [--minutes 10] [--concurrency 32]
+
+wrk rotates over 24 bodies: 16 real images and 8 hostile ones (text, SVG, empty, random bytes, a truncated
+PNG, a pixel bomb, a ZIP, a misnamed part). Passes when no answer is a 5xx and resident memory grows by
+less than 10% between the end of the first minute (warm-up) and the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+import zlib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe
+from serving import BOUNDARY, DEFAULT_IMAGES, HERE, free_port, server, service_command
+
+
+def part(data: bytes, name: str = "file", filename: str = "x.png") -> bytes:
+    head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n\r\n'
+    return head.encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def hostile_bodies(sample: bytes) -> list[bytes]:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a.txt", "x" * 1000)
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 40_000, 40_000, 1, 0, 0, 0, 0)  # 1-bit, 40000x40000
+    bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+    return [
+        part(b"just text\n" * 100, filename="a.txt"),
+        part(b'<svg xmlns="http://www.w3.org/2000/svg"/>', filename="a.svg"),
+        part(b""),
+        part(os.urandom(20_000)),
+        part(sample[: len(sample) // 2]),
+        part(bomb + bytes(64)),
+        part(archive.getvalue(), filename="a.zip"),
+        part(sample, name="image"),
+    ]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    args = parser.parse_args()
+    images = sorted(args.images.rglob("*.png"))[::9][:16]
+    bodies = [part(p.read_bytes(), filename=p.name) for p in images] + hostile_bodies(images[0].read_bytes())
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder, server(service_command(port, "--no-auth"), port) as process:
+        for i, body in enumerate(bodies):
+            Path(folder, f"body_{i}.bin").write_bytes(body)
+        samples: list[tuple[float, float]] = []
+        stop = threading.Event()
+
+        def sample_memory() -> None:
+            start = time.monotonic()
+            while not stop.is_set():
+                samples.append((time.monotonic() - start, rss_mib(process.pid)))
+                stop.wait(5)
+
+        sampler = threading.Thread(target=sample_memory, daemon=True)
+        sampler.start()
+        seconds = int(args.minutes * 60)
+        done = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{args.concurrency}",
+                f"-d{seconds}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(HERE / "multipart.lua"),
+                f"http://127.0.0.1:{port}",
+                "--",
+                folder,
+                str(len(bodies)),
+                "/upload",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        stop.set()
+        sampler.join()
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    warm = next((rss for t, rss in samples if t >= 60), samples[0][1])
+    end = samples[-1][1]
+    server_errors = sum(n for status, n in result["statuses"].items() if status.startswith("5"))
+    errors = sum(result["errors"][k] for k in ("connect", "read", "write", "timeout"))
+    print(f"Machine: {describe()}")
+    print(
+        f"Command: .venv/bin/python benchmarks/soak.py --minutes {args.minutes:g} "
+        f"--concurrency {args.concurrency}\n"
+    )
+    print(
+        f"- {result['requests']} requests in {result['duration_us'] / 1e6:.0f} s "
+        f"({result['requests'] / (result['duration_us'] / 1e6):.1f}/s), by status: {result['statuses']}"
+    )
+    print(f"- 5xx answers: {server_errors}; connection errors and timeouts: {errors}")
+    print(
+        f"- RSS after warm-up (60 s): {warm:.1f} MiB; at the end: {end:.1f} MiB; growth "
+        f"{100 * (end - warm) / warm:+.1f}% (max seen {max(r for _, r in samples):.1f} MiB)"
+    )
+    print(f"- latency p50 {result['p50_us'] / 1000:.0f} ms, p99 {result['p99_us'] / 1000:.0f} ms")
+    ok = server_errors == 0 and errors == 0 and end < warm * 1.10
+    print(f"\n{'PASS' if ok else 'FAIL'}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
