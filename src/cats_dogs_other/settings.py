@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -18,9 +18,13 @@ class Settings(BaseSettings):
 
     host: str = Field("0.0.0.0", description="Interface to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on.")
-    model_path: Path | None = Field(
-        None, description="The .onnx model to serve; default: the built-in model."
+    model_uri: str | None = Field(
+        None,
+        validation_alias=AliasChoices("model_uri", "model_path"),
+        description="The model: a .onnx/.keras/.h5 path or folder, models:/NAME/VERSION, models:/NAME@ALIAS "
+        "or runs:/RUN_ID/PATH (MLFLOW_TRACKING_URI); default: the built-in model. MODEL_PATH works too.",
     )
+    model_cache_dir: Path | None = Field(None, description="Where registry models are downloaded once.")
     max_upload_bytes: int = Field(10 * MiB, gt=0, description="Largest request body accepted, in bytes.")
     max_pixels: int = Field(
         40_000_000, gt=0, description="Largest image accepted, in pixels (width x height)."

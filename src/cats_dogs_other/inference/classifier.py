@@ -9,16 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS, InvalidImageError, decode_image
 from cats_dogs_other.inference.preprocess import to_input_array
-from cats_dogs_other.models.card import ModelCard, card_path_for, default_model_path
+from cats_dogs_other.inference.runners import KerasRunner, ModelRunner, OnnxRunner
+from cats_dogs_other.models.card import ModelCard
+from cats_dogs_other.models.errors import ModelLoadError
+from cats_dogs_other.models.source import resolve_model
 
-
-class ModelLoadError(RuntimeError):
-    """The model cannot be served; the message says what to fix. Raised at start, never per request."""
+__all__ = ["ImageClassifier", "ModelLoadError", "Prediction"]
 
 
 @dataclass(frozen=True)
@@ -49,24 +49,24 @@ def file_sha256(path: Path) -> str:
 
 
 class ImageClassifier:
-    """Decode, preprocess and classify images with an ONNX model and its card."""
+    """Decode, preprocess and classify images with a model runner (ONNX or Keras) and its card."""
 
     def __init__(
-        self,
-        session: ort.InferenceSession,
-        card: ModelCard,
-        model_path: Path,
-        *,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        self, runner: ModelRunner, card: ModelCard, model_path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> None:
-        self._session = session
+        self._runner = runner
         self.card = card
         self.model_path = model_path
         self.max_pixels = max_pixels
         self.sha256 = file_sha256(model_path)
         spec = card.preprocessing
         self._draft_size = (spec.width * 2, spec.height * 2)
-        self._check_signature()
+        width = runner.output_width()
+        if width is not None and width != len(card.labels):
+            raise ModelLoadError(
+                f"The model has {width} outputs but its card names {len(card.labels)} labels "
+                f"({', '.join(card.labels)}); a cats/dogs/other model needs one output per label."
+            )
 
     @classmethod
     def load(
@@ -77,49 +77,18 @@ class ImageClassifier:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
     ) -> ImageClassifier:
-        path = Path(model_path) if model_path is not None else default_model_path()
-        if not path.is_file():
-            raise ModelLoadError(
-                f"Model file not found: {path}. Pass --model with the path of an .onnx file."
-            )
-        if card is None:
-            card_file = card_path_for(path)
-            try:
-                card = ModelCard.load(card_file) if card_file.is_file() else ModelCard()
-            except ValueError as exc:
-                raise ModelLoadError(f"Model card {card_file} is not valid: {exc}") from exc
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or available_cores()
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle ORT threads would otherwise spin for a while, burning the cores decoding needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own untyped errors for every kind of bad file
-            raise ModelLoadError(f"{path} is not a loadable ONNX model: {exc}") from exc
-        return cls(session, card, path, max_pixels=max_pixels)
-
-    def _check_signature(self) -> None:
-        inputs = {i.name: i for i in self._session.get_inputs()}
-        outputs = {o.name: o for o in self._session.get_outputs()}
-        if self.card.input_name not in inputs:
-            raise ModelLoadError(
-                f"The model has no input named {self.card.input_name!r} (it has {sorted(inputs)}); "
-                "fix input_name in its model card."
-            )
-        if self.card.output_name not in outputs:
-            raise ModelLoadError(
-                f"The model has no output named {self.card.output_name!r} (it has {sorted(outputs)}); "
-                "fix output_name in its model card."
-            )
-        width = outputs[self.card.output_name].shape[-1]
-        if isinstance(width, int) and width != len(self.card.labels):
-            raise ModelLoadError(
-                f"The model has {width} outputs but its card names {len(self.card.labels)} labels "
-                f"({', '.join(self.card.labels)}); a cats/dogs/other model needs one output per label."
-            )
+        """A local .onnx, .keras or .h5 file (default: the built-in model); see `models.source` for URIs."""
+        source = resolve_model(model_path)
+        threads = threads or available_cores()
+        runner: ModelRunner
+        if source.kind == "keras":
+            keras_runner = KerasRunner(source.path, threads)
+            card = card or source.card or keras_runner.course_card(source.path.stem)
+            runner = keras_runner
+        else:
+            card = card or source.card or ModelCard()
+            runner = OnnxRunner(source.path, card, threads)
+        return cls(runner, card, source.path, max_pixels=max_pixels)
 
     @property
     def name(self) -> str:
@@ -136,8 +105,7 @@ class ImageClassifier:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """A batch of model inputs to an (N, labels) array of output values."""
-        (scores,) = self._session.run([self.card.output_name], {self.card.input_name: batch})
-        return np.asarray(scores, dtype=np.float32)
+        return self._runner.run(batch)
 
     def to_prediction(self, scores: np.ndarray) -> Prediction:
         values = [float(v) for v in scores]

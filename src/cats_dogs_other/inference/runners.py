@@ -1,0 +1,110 @@
+"""Model runners: the one thing that differs between an ONNX file and a Keras file is how to run a batch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from cats_dogs_other.models.card import DEFAULT_LABELS, ModelCard, Preprocessing
+from cats_dogs_other.models.errors import ModelLoadError
+
+# The course's preprocessing: keras.utils.load_img(path, target_size=(224, 224)) resizes the whole image
+# with nearest-neighbour sampling; the model then gets RGB float32 minus the ImageNet channel means.
+COURSE_MEANS = (123.68, 116.779, 103.939)
+
+
+class ModelRunner(Protocol):
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def output_width(self) -> int | None: ...
+
+
+class OnnxRunner:
+    def __init__(self, path: Path, card: ModelCard, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle ORT threads would otherwise spin for a while, burning the cores decoding needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own untyped errors for every kind of bad file
+            raise ModelLoadError(f"{path} is not a loadable ONNX model: {exc}") from exc
+        inputs = {i.name for i in self._session.get_inputs()}
+        self._outputs = {o.name: o for o in self._session.get_outputs()}
+        if card.input_name not in inputs:
+            raise ModelLoadError(
+                f"The model has no input named {card.input_name!r} (it has "
+                f"{sorted(inputs)}); fix input_name in its model card."
+            )
+        if card.output_name not in self._outputs:
+            raise ModelLoadError(
+                f"The model has no output named {card.output_name!r} (it has "
+                f"{sorted(self._outputs)}); fix output_name in its model card."
+            )
+        self._input, self._output = card.input_name, card.output_name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        (scores,) = self._session.run([self._output], {self._input: batch})
+        return np.asarray(scores, dtype=np.float32)
+
+    def output_width(self) -> int | None:
+        width = self._outputs[self._output].shape[-1]
+        return width if isinstance(width, int) else None
+
+
+class KerasRunner:
+    """A .keras or .h5 file run by Keras 3 on the PyTorch backend (already used for training)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        os.environ.setdefault("KERAS_BACKEND", "torch")
+        try:
+            import keras
+        except ImportError as exc:
+            raise ModelLoadError(
+                "Serving a Keras file needs the `keras` extra: pip install 'cats-dogs-other[keras]' "
+                "(or convert it to ONNX once: cats-dogs-other convert MODEL --out DIR)."
+            ) from exc
+        try:
+            import torch
+
+            torch.set_num_threads(threads)
+        except ImportError:
+            pass
+        try:
+            self.model: Any = keras.saving.load_model(str(path), compile=False)
+        except Exception as exc:  # Keras raises many types for broken or foreign files
+            raise ModelLoadError(f"{path} is not a loadable Keras model: {str(exc)[:300]}") from exc
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(batch, verbose=0), dtype=np.float32)
+
+    def output_width(self) -> int | None:
+        width = self.model.output_shape[-1]
+        return width if isinstance(width, int) else None
+
+    def course_card(self, name: str) -> ModelCard:
+        """A card for a Keras model that came without one: the course's input contract and labels."""
+        _, height, width, _ = self.model.input_shape
+        activation = getattr(getattr(self.model.layers[-1], "activation", None), "__name__", "")
+        return ModelCard(
+            name=name,
+            labels=list(DEFAULT_LABELS),
+            outputs_are_probabilities=activation == "softmax",
+            preprocessing=Preprocessing(
+                height=height or 224,
+                width=width or 224,
+                resample="nearest",
+                layout="NHWC",
+                dtype="float32",
+                mean=COURSE_MEANS,
+                in_graph=f"the Keras model as saved (last activation: {activation or '?'})",
+            ),
+        )

@@ -1,0 +1,144 @@
+"""Where a model comes from: a local file or folder, or the MLflow registry (`models:/`, `runs:/`).
+
+Registry models are downloaded once into a local cache at start (keyed by the resolved version, so an
+alias that moves to a new version downloads that version), then served from disk like any file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cats_dogs_other.models.card import ModelCard, card_path_for, default_model_path
+from cats_dogs_other.models.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+MODEL_SUFFIXES = {".onnx": "onnx", ".keras": "keras", ".h5": "keras"}
+# Inside a folder (an MLflow model, a training output), in this order.
+FOLDER_CANDIDATES = ("model.onnx", "data/model.keras", "data/model.h5", "model.keras", "model.h5")
+REGISTRY_SCHEMES = ("models:/", "runs:/")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    uri: str
+    path: Path
+    kind: Literal["onnx", "keras"]
+    card: ModelCard | None = None
+    details: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        extra = ", ".join(f"{k} {v}" for k, v in self.details.items())
+        return f"{self.uri} ({extra})" if extra else self.uri
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cats-dogs-other" / "models"
+
+
+def resolve_model(uri: str | Path | None, cache_dir: Path | None = None) -> ModelSource:
+    """A model URI to a local model file, its kind and its card (if one ships with it)."""
+    if uri is None or str(uri) == "":
+        path = default_model_path()
+        return ModelSource("builtin:default", path, "onnx", _card_beside(path))
+    text = str(uri)
+    if text.startswith(REGISTRY_SCHEMES):
+        return _from_registry(text, cache_dir or default_cache_dir())
+    if "://" in text or (":" in text.split("/")[0] and not Path(text).exists()):
+        raise ModelLoadError(
+            f"Unknown model URI scheme in {text!r}: use a path to an .onnx, .keras or .h5 file (or a folder "
+            "holding one), or an MLflow URI models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH."
+        )
+    return _from_path(Path(text), text)
+
+
+def _from_path(path: Path, uri: str, details: dict[str, str] | None = None) -> ModelSource:
+    if path.is_dir():
+        found = next((path / c for c in FOLDER_CANDIDATES if (path / c).is_file()), None)
+        if found is None:
+            raise ModelLoadError(f"No model file in {path}: expected one of {', '.join(FOLDER_CANDIDATES)}.")
+        path = found
+    if not path.is_file():
+        raise ModelLoadError(f"Model file not found: {path}. Pass --model with a path or a models:/ URI.")
+    kind = MODEL_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise ModelLoadError(f"{path} is not a model file this service reads (.onnx, .keras or .h5).")
+    return ModelSource(uri, path, kind, _card_beside(path), details or {})  # type: ignore[arg-type]
+
+
+def _card_beside(path: Path) -> ModelCard | None:
+    card_file = card_path_for(path)
+    if not card_file.is_file():
+        return None
+    try:
+        return ModelCard.load(card_file)
+    except ValueError as exc:
+        raise ModelLoadError(f"Model card {card_file} is not valid: {exc}") from exc
+
+
+def _from_registry(uri: str, cache_dir: Path) -> ModelSource:
+    tracking = os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking:
+        raise ModelLoadError(f"{uri} needs MLFLOW_TRACKING_URI: set it to your MLflow tracking server's URL.")
+    # Fail fast when the server is down, instead of MLflow's default minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        import mlflow
+        from mlflow import MlflowClient
+    except ImportError as exc:
+        raise ModelLoadError(
+            "Serving from the MLflow registry needs the `mlflow` extra: "
+            "pip install 'cats-dogs-other[mlflow]'."
+        ) from exc
+    try:
+        details = _registry_details(MlflowClient(tracking_uri=tracking), uri)
+        key = hashlib.sha256(f"{tracking}|{uri}|{sorted(details.items())}".encode()).hexdigest()[:24]
+        target = cache_dir / key
+        if not (target / ".complete").is_file():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".download-"))
+            downloaded = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=str(scratch), tracking_uri=tracking
+                )
+            )
+            shutil.rmtree(target, ignore_errors=True)
+            downloaded.rename(target)
+            shutil.rmtree(scratch, ignore_errors=True)
+            (target / ".complete").touch()
+            log.info("downloaded %s into %s", uri, target)
+        else:
+            log.info("using the cached download of %s", uri)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # MLflow raises many types (connection, REST, missing artifact)
+        message = f"Cannot fetch {uri} from the MLflow server at {tracking}: {_short(exc)}"
+        raise ModelLoadError(message) from exc
+    return _from_path(target, uri, details)
+
+
+def _registry_details(client: object, uri: str) -> dict[str, str]:
+    """The concrete version behind `models:/NAME@ALIAS` or `models:/NAME/VERSION`, or the run id."""
+    if uri.startswith("runs:/"):
+        return {"run_id": uri.removeprefix("runs:/").split("/", 1)[0]}
+    spec = uri.removeprefix("models:/")
+    if "@" in spec:
+        name, alias = spec.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)  # type: ignore[attr-defined]
+    else:
+        name, _, number = spec.partition("/")
+        version = client.get_model_version(name, number)  # type: ignore[attr-defined]
+    return {"version": str(version.version), "run_id": str(version.run_id or "")}
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]
