@@ -25,8 +25,17 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         quantize=args.quantize,
         command=shlex.join(["cats-dogs-other", *argv]),
     )
-    card = train(config).card
+    result = train(config)
+    card = result.card
     validation = card.metrics["validation"]
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        from cats_dogs_other.training.tracking import log_to_mlflow
+
+        uri = log_to_mlflow(result, config, register_as=args.register)
+        print(f"logged to MLflow: {uri}")
+    elif args.register:
+        print("error: --register needs MLFLOW_TRACKING_URI", file=sys.stderr)
+        return 2
     print(f"validation accuracy {validation['accuracy']:.4f} ({validation['scheme']})")
     print(f"wrote {args.out / 'model.onnx'} and {args.out / 'model.json'}")
     return 0
@@ -35,9 +44,11 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cats_dogs_other.inference.classifier import ImageClassifier, ModelLoadError
     from cats_dogs_other.inference.decode import InvalidImageError
+    from cats_dogs_other.models.source import resolve_model
 
     try:
-        classifier = ImageClassifier.load(args.model, max_pixels=args.max_pixels)
+        source = resolve_model(args.model)
+        classifier = ImageClassifier.load(source.path, card=source.card, max_pixels=args.max_pixels)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -78,7 +89,7 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     overrides = {
         "host": args.host,
         "port": args.port,
-        "model_path": args.model,
+        "model_uri": args.model,
         "max_upload_bytes": args.max_upload_bytes,
         "max_pixels": args.max_pixels,
         "cors_origins": args.cors_origins,
@@ -101,7 +112,7 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 2
     try:
         # Load before listening: a bad model stops here with a message, not on the first request.
-        classifier, _ = load_classifier(settings)
+        classifier, source = load_classifier(settings)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -118,7 +129,7 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     os.environ["HEADER_TIMEOUT_SECONDS"] = str(settings.header_timeout_seconds)
     HeaderTimeoutProtocol.timeout_seconds = settings.header_timeout_seconds
     if settings.workers == 1:
-        app = create_app(settings, classifier)
+        app = create_app(settings, classifier, source)
         DrainingServer(
             uvicorn.Config(app, **options), app.state.runtime, settings.shutdown_drain_seconds
         ).run()
@@ -146,6 +157,20 @@ def _env_value(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _convert(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from cats_dogs_other.models.convert import convert_keras
+    from cats_dogs_other.models.errors import ModelLoadError
+
+    try:
+        card = convert_keras(args.model, args.out)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    kind = "probabilities" if card.outputs_are_probabilities else "scores (not probabilities)"
+    print(f"wrote {args.out / 'model.onnx'} and {args.out / 'model.json'}; outputs are {kind}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cats-dogs-other", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
@@ -164,22 +189,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--quantize", action="store_true", help="ship a static int8 backbone (faster on CPU)")
+    train.add_argument(
+        "--register",
+        metavar="NAME",
+        default=None,
+        help="with MLFLOW_TRACKING_URI set: register the model under this name",
+    )
     train.set_defaults(handler=_train)
 
     predict = commands.add_parser("predict", help="classify image files")
     predict.add_argument("files", nargs="+", metavar="FILE")
     predict.add_argument(
-        "--model", type=Path, default=None, help="an .onnx model (default: the built-in one)"
+        "--model", default=None, help="model path or URI, as for serve (default: the built-in one)"
     )
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images")
     predict.set_defaults(handler=_predict)
 
+    convert = commands.add_parser("convert", help="convert a Keras model (.keras, .h5) to ONNX + model card")
+    convert.add_argument("model", type=Path, metavar="MODEL")
+    convert.add_argument("--out", type=Path, required=True, help="where to write model.onnx and model.json")
+    convert.set_defaults(handler=_convert)
+
     serve = commands.add_parser("serve", help="start the HTTP service (settings also from the environment)")
     serve.add_argument("--host", default=None, help="interface to listen on (HOST, default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=None, help="TCP port (PORT, default 8080)")
     serve.add_argument(
-        "--model", type=Path, default=None, help="the .onnx model (MODEL_PATH, default built-in)"
+        "--model", default=None, help="model path or URI (MODEL_URI; default: the built-in one)"
     )
     serve.add_argument("--no-auth", action="store_true", help="serve without tokens (AUTH_DISABLED=true)")
     serve.add_argument("--max-upload-bytes", type=int, default=None, help="MAX_UPLOAD_BYTES (default 10 MiB)")

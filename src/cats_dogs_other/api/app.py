@@ -22,7 +22,7 @@ from cats_dogs_other.api.runtime import Runtime
 from cats_dogs_other.auth import JwksCache, TokenValidator
 from cats_dogs_other.inference.classifier import ImageClassifier, available_cores
 from cats_dogs_other.logs import configure_logging
-from cats_dogs_other.models.card import default_model_path
+from cats_dogs_other.models.source import ModelSource, resolve_model
 from cats_dogs_other.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,14 @@ TAGS = [
 ]
 
 
-def load_classifier(settings: Settings) -> tuple[ImageClassifier, str]:
-    """The configured model (or the built-in one) and a description of where it came from."""
-    path = settings.model_path or default_model_path()
+def load_classifier(settings: Settings) -> tuple[ImageClassifier, ModelSource]:
+    """The configured model (a path, a registry URI, or the built-in one) and where it came from."""
+    source = resolve_model(settings.model_uri, settings.model_cache_dir)
     threads = settings.inference_threads or max(1, available_cores() // settings.workers)
-    classifier = ImageClassifier.load(path, max_pixels=settings.max_pixels, threads=threads)
-    return classifier, str(settings.model_path) if settings.model_path else "builtin:default"
+    classifier = ImageClassifier.load(
+        source.path, card=source.card, max_pixels=settings.max_pixels, threads=threads
+    )
+    return classifier, source
 
 
 def build_token_validator(settings: Settings, client: httpx.AsyncClient) -> TokenValidator | None:
@@ -78,8 +80,12 @@ def create_app_from_env() -> FastAPI:
     return create_app(settings)
 
 
-def create_app(settings: Settings | None = None, classifier: ImageClassifier | None = None) -> FastAPI:
-    """Build the app. Pass an already loaded `classifier` to share one between apps (tests, the CLI)."""
+def create_app(
+    settings: Settings | None = None,
+    classifier: ImageClassifier | None = None,
+    source: ModelSource | None = None,
+) -> FastAPI:
+    """Build the app. Pass an already loaded `classifier` (and its `source`) to share one between apps."""
     settings = settings or Settings()
     runtime = Runtime(settings=settings)
     http_client = httpx.AsyncClient(
@@ -89,7 +95,10 @@ def create_app(settings: Settings | None = None, classifier: ImageClassifier | N
     )
     runtime.token_validator = build_token_validator(settings, http_client)
     if classifier is not None:
-        runtime.attach(classifier, str(settings.model_path) if settings.model_path else "builtin:default")
+        runtime.attach(
+            classifier,
+            source or ModelSource(settings.model_uri or "builtin:default", classifier.model_path, "onnx"),
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi import Request
 
 from cats_dogs_other.auth.tokens import TokenValidator
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.inference.service import BatchingConfig, InferenceService
+from cats_dogs_other.models.source import ModelSource
 from cats_dogs_other.settings import Settings
 
 
@@ -20,10 +21,10 @@ class Runtime:
     ready: bool = False
     draining: bool = False  # SIGTERM received: tell load balancers, keep serving
     stopping: bool = False
-    model_source: str = field(default="")
+    model_source: ModelSource | None = None
     token_validator: TokenValidator | None = None
 
-    def attach(self, classifier: ImageClassifier, source: str) -> None:
+    def attach(self, classifier: ImageClassifier, source: ModelSource) -> None:
         self.classifier = classifier
         settings = self.settings
         batching = BatchingConfig(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max)

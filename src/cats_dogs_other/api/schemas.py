@@ -55,6 +55,8 @@ class ModelInfo(BaseModel):
 
     name: str = Field(examples=["cats-dogs-other-efficientnet-lite0"])
     source: str = Field(description="Where the served model came from (a path or URI).")
+    registry_version: str | None = Field(None, description="The MLflow model version, for a models:/ URI.")
+    run_id: str | None = Field(None, description="The MLflow run that produced the model, when known.")
     sha256: str = Field(description="SHA-256 of the model file.")
     labels: list[str] = Field(examples=[["Cat", "Dog", "Other"]])
     input_size: tuple[int, int] = Field(
