@@ -15,7 +15,7 @@ OIDC_PROVIDER := tests/auth/oidc_provider
 $(STAMP): pyproject.toml $(OIDC_PROVIDER)/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,keras,mlflow,dev]'
 	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
