@@ -37,15 +37,24 @@ def hostile_bodies(sample: bytes) -> list[bytes]:
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("a.txt", "x" * 1000)
-    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 40_000, 40_000, 1, 0, 0, 0, 0)  # 1-bit, 40000x40000
-    bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    # A valid 1-bit PNG header declaring 40000x40000 pixels (1.6 gigapixels) in a few hundred bytes.
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 40_000, 40_000, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(bytes(1024)))
+        + chunk(b"IEND", b"")
+    )
     return [
         part(b"just text\n" * 100, filename="a.txt"),
         part(b'<svg xmlns="http://www.w3.org/2000/svg"/>', filename="a.svg"),
         part(b""),
         part(os.urandom(20_000)),
         part(sample[: len(sample) // 2]),
-        part(bomb + bytes(64)),
+        part(bomb),
         part(archive.getvalue(), filename="a.zip"),
         part(sample, name="image"),
     ]
@@ -126,6 +135,8 @@ def main() -> None:
         f"{100 * (end - warm) / warm:+.1f}% (max seen {max(r for _, r in samples):.1f} MiB)"
     )
     print(f"- latency p50 {result['p50_us'] / 1000:.0f} ms, p99 {result['p99_us'] / 1000:.0f} ms")
+    per_minute = [f"{rss:.0f}" for t, rss in samples if int(t) % 60 < 5]
+    print(f"- RSS (MiB) about once a minute: {' '.join(per_minute)}")
     ok = server_errors == 0 and errors == 0 and end < warm * 1.10
     print(f"\n{'PASS' if ok else 'FAIL'}")
     sys.exit(0 if ok else 1)
