@@ -111,6 +111,8 @@ def test_several_workers_serve(tmp_path: Path, sample_files: dict[str, Path]) ->
             ]
             assert [a.json()["prediction"] for a in answers] == ["Cat"] * 6
             assert client.get("/version").json()["auth"]["mode"] == "disabled"
-        assert server.logs().count("model warmed up; ready") == 2  # one model per worker
+        wait_for(
+            lambda: server.logs().count("model warmed up; ready") == 2, timeout=60
+        )  # one model per worker
     finally:
         server.stop()
