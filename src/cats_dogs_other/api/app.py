@@ -22,6 +22,7 @@ from cats_dogs_other.api.runtime import Runtime
 from cats_dogs_other.auth import JwksCache, TokenValidator
 from cats_dogs_other.inference.classifier import ImageClassifier, available_cores
 from cats_dogs_other.logs import configure_logging
+from cats_dogs_other.memory import limit_malloc_arenas
 from cats_dogs_other.models.source import ModelSource, resolve_model
 from cats_dogs_other.settings import Settings
 
@@ -77,6 +78,7 @@ def create_app_from_env() -> FastAPI:
     """For `uvicorn --factory` and multi-worker serving: every worker builds its app from the environment."""
     settings = Settings()
     configure_logging(settings.log_level)  # a spawned worker starts with Python's default logging
+    limit_malloc_arenas()
     return create_app(settings)
 
 
@@ -160,7 +162,7 @@ def create_app(
         max_bytes=settings.max_upload_bytes,
         chunk_timeout_seconds=settings.body_timeout_seconds,
     )
-    app.add_middleware(RequestContextMiddleware)  # outermost: ids and logs cover every answer
+    app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)  # outermost: ids, logs, metrics
     return app
 
 

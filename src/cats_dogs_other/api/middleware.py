@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cats_dogs_other.api.problems import INTERNAL_ERROR_DETAIL, problem
+from cats_dogs_other.observability.metrics import ServiceMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
 BODY_TAIL_BYTES = 128
@@ -30,8 +31,9 @@ class RequestContextMiddleware:
     or bodies, so neither tokens nor image bytes can leak into logs.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,6 +68,13 @@ class RequestContextMiddleware:
                 raise
             await problem(500, INTERNAL_ERROR_DETAIL, Request(scope))(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            if self.metrics is not None:
+                # The route template, not the path: unknown paths must not create new series.
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                labels = (scope["method"], route, str(status))
+                self.metrics.requests.labels(*labels).inc()
+                self.metrics.latency.labels(*labels).observe(elapsed)
             client = scope.get("client")
             access_log.info(
                 "%s %s %d",
@@ -77,7 +86,7 @@ class RequestContextMiddleware:
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                     "client": f"{client[0]}:{client[1]}" if client else None,
                 },
             )

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.datastructures import UploadFile
 
 from cats_dogs_other import __version__
@@ -197,6 +197,19 @@ async def version(runtime: Annotated[Runtime, Depends(get_runtime)]) -> VersionI
             required_scope=settings.oauth2_required_scope,
         ),
     )
+
+
+@router.get(
+    "/metrics",
+    tags=["health"],
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format."}},
+)
+async def metrics(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Response:
+    """Requests and latency by route and status, batch sizes, queue wait and depth, model latency, auth
+    failures by reason, and the served model. Not behind auth: restrict it at the network level."""
+    return Response(runtime.metrics.render(), media_type=runtime.metrics.content_type)
 
 
 @router.post(

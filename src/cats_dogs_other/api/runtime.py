@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -10,6 +10,7 @@ from cats_dogs_other.auth.tokens import TokenValidator
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.inference.service import BatchingConfig, InferenceService
 from cats_dogs_other.models.source import ModelSource
+from cats_dogs_other.observability.metrics import ServiceMetrics
 from cats_dogs_other.settings import Settings
 
 
@@ -23,12 +24,16 @@ class Runtime:
     stopping: bool = False
     model_source: ModelSource | None = None
     token_validator: TokenValidator | None = None
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
 
     def attach(self, classifier: ImageClassifier, source: ModelSource) -> None:
         self.classifier = classifier
         settings = self.settings
         batching = BatchingConfig(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max)
-        self.inference = InferenceService(classifier, settings.max_pixels, batching)
+        self.inference = InferenceService(classifier, settings.max_pixels, batching, self.metrics)
+        self.metrics.model_info.labels(
+            classifier.name, source.uri, classifier.sha256, source.details.get("version", "")
+        ).set(1)
         self.model_source = source
 
 

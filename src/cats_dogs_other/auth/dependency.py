@@ -48,7 +48,7 @@ def _refuse(request: Request, reason: FailureReason, status: int, detail: str, h
         reason.value,
         extra={"reason": reason.value, "request_id": request.scope.get("state", {}).get("request_id")},
     )
-    request.scope.setdefault("state", {})["auth_failure"] = reason.value
+    get_runtime(request).metrics.auth_failures.labels(reason.value).inc()
     return HTTPException(status, detail, {"WWW-Authenticate": header})
 
 

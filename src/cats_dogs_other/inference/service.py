@@ -8,6 +8,7 @@ time over everything queued, because ONNX Runtime already spreads one call over 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 from cats_dogs_other.inference.batching import MicroBatcher, QueueFullError
 from cats_dogs_other.inference.classifier import ImageClassifier, Prediction, available_cores
 from cats_dogs_other.inference.decode import InvalidImageError
+from cats_dogs_other.observability.metrics import ServiceMetrics
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class InferenceService:
         classifier: ImageClassifier,
         max_pixels: int | None = None,
         batching: BatchingConfig | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.classifier = classifier
         self.max_pixels = max_pixels or classifier.max_pixels
@@ -51,6 +54,11 @@ class InferenceService:
             more_coming=lambda: self.decoding > 0,
         )
         self.decoding = 0
+        self.metrics = metrics
+        if metrics is not None:
+            self.batcher.on_batch = metrics.observe_batch
+            metrics.queue_depth.set_function(lambda: self.batcher.depth)
+            metrics.in_flight.set_function(lambda: self.in_flight)
 
     @contextmanager
     def admission(self) -> Iterator[None]:
@@ -83,7 +91,11 @@ class InferenceService:
             self.decoding -= 1
 
     async def run(self, batch: np.ndarray) -> np.ndarray:
-        return await anyio.to_thread.run_sync(self.classifier.run, batch, limiter=self._model)
+        started = time.perf_counter()
+        scores = await anyio.to_thread.run_sync(self.classifier.run, batch, limiter=self._model)
+        if self.metrics is not None:
+            self.metrics.model_latency.observe(time.perf_counter() - started)
+        return scores
 
     async def predict(self, data: bytes) -> Prediction:
         """One encoded image to its prediction; InvalidImageError for bad input, QueueFullError when busy."""

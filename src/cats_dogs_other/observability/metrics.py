@@ -1,0 +1,70 @@
+"""Prometheus metrics, one registry per app (no module-level state: tests build many apps).
+
+With `--workers N` each process has its own registry; scrape each pod once per worker or run one worker
+per pod (the Kubernetes setup in deploy/ does the latter).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MODEL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
+
+
+class ServiceMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "cdo_http_requests",
+            "HTTP requests answered, by route template and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "cdo_http_request_duration_seconds",
+            "Time to answer, by route and status.",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "cdo_inference_batch_size", "Images per model call.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.queue_wait = Histogram(
+            "cdo_inference_queue_wait_seconds",
+            "Time an image waited for its model call.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_latency = Histogram(
+            "cdo_model_inference_seconds", "Duration of one model call.", buckets=MODEL_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("cdo_inference_queue_depth", "Images waiting for the model.", registry=r)
+        self.in_flight = Gauge(
+            "cdo_inference_requests_in_progress",
+            "Prediction requests admitted and not yet answered (bounded by QUEUE_MAX).",
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "cdo_auth_failures", "Requests refused by the token check, by reason.", ["reason"], registry=r
+        )
+        self.model_info = Gauge(
+            "cdo_model_info",
+            "The served model (value 1).",
+            ["name", "source", "sha256", "registry_version"],
+            registry=r,
+        )
+
+    def observe_batch(self, size: int, waits: list[float]) -> None:
+        self.batch_size.observe(size)
+        for wait in waits:
+            self.queue_wait.observe(wait)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
