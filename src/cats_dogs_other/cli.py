@@ -84,6 +84,7 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cats_dogs_other.api.server import DrainingServer, HeaderTimeoutProtocol
     from cats_dogs_other.inference.classifier import ModelLoadError
     from cats_dogs_other.logs import configure_logging
+    from cats_dogs_other.memory import limit_malloc_arenas
     from cats_dogs_other.settings import Settings
 
     overrides = {
@@ -106,6 +107,7 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    limit_malloc_arenas()  # before any thread exists: flat memory over days (see memory.py)
     problem = settings.auth_configuration_error()
     if problem:
         print(f"error: {problem}", file=sys.stderr)
