@@ -173,6 +173,19 @@ def _convert(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _fetch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from cats_dogs_other.models.convert import fetch_model
+    from cats_dogs_other.models.errors import ModelLoadError
+
+    try:
+        path = fetch_model(args.uri, args.out)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} and {path.with_name('model.json')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cats-dogs-other", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
@@ -212,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("model", type=Path, metavar="MODEL")
     convert.add_argument("--out", type=Path, required=True, help="where to write model.onnx and model.json")
     convert.set_defaults(handler=_convert)
+
+    fetch = commands.add_parser("fetch", help="resolve a model URI into a folder as ONNX + card (for images)")
+    fetch.add_argument(
+        "uri", metavar="URI", help="a path, models:/NAME/VERSION, models:/NAME@ALIAS or runs:/..."
+    )
+    fetch.add_argument("--out", type=Path, required=True, help="where to write model.onnx and model.json")
+    fetch.set_defaults(handler=_fetch)
 
     serve = commands.add_parser("serve", help="start the HTTP service (settings also from the environment)")
     serve.add_argument("--host", default=None, help="interface to listen on (HOST, default 0.0.0.0)")

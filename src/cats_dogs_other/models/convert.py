@@ -36,3 +36,24 @@ def convert_keras(model_path: Path, out_dir: Path, threads: int = 1) -> ModelCar
     card.save(out_dir / "model.json")
     json.loads((out_dir / "model.json").read_text())  # written and readable
     return card
+
+
+def fetch_model(uri: str, out_dir: Path, cache_dir: Path | None = None) -> Path:
+    """Resolve a model URI (path or registry) into `out_dir` as ONNX + card: what a container image bakes in.
+
+    A Keras model is converted on the way, so the image that serves it needs neither Keras nor PyTorch.
+    """
+    import shutil
+
+    from cats_dogs_other.models.source import resolve_model
+
+    source = resolve_model(uri, cache_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if source.kind == "keras":
+        card = convert_keras(source.path, out_dir)
+    else:
+        shutil.copy(source.path, out_dir / "model.onnx")
+        card = source.card or ModelCard()
+    card = card.model_copy(update={"training": {**card.training, "fetched_from": source.describe()}})
+    card.save(out_dir / "model.json")
+    return out_dir / "model.onnx"
