@@ -97,6 +97,19 @@ def test_app_reports_where_the_model_came_from(
         assert client.post("/upload", files={"file": ("x.png", image.read_bytes())}).status_code == 200
 
 
+def test_fetch_bakes_a_registry_keras_model_into_onnx(
+    registered: dict[str, str], tracking: Path, course_model: Any, image: Path
+) -> None:
+    # What the Dockerfile's build stage does: registry URI in, ONNX + card out, no Keras needed to serve.
+    from cats_dogs_other.models.convert import fetch_model
+
+    onnx_path = fetch_model("models:/cats-dogs-other-course@champion", tracking.parent / "baked", tracking)
+    classifier = ImageClassifier.load(onnx_path)
+    assert classifier.card.training["fetched_from"].startswith("models:/cats-dogs-other-course@champion")
+    (result,) = classifier.predict([image.read_bytes()])
+    assert np.abs(np.array(result.values) - course_predict(course_model, image)).max() < 1e-4
+
+
 def test_unreachable_registry_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     with pytest.raises(ModelLoadError, match="Cannot fetch models:/anything/1 from the MLflow server"):

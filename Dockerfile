@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# The service image: slim Python, the runtime only (ONNX Runtime, no PyTorch, no build tools), non-root.
+#   docker build -t cats-dogs-other .
+#   docker build --build-arg MODEL_URI=models:/cats-dogs-other@champion \
+#                --build-arg MLFLOW_TRACKING_URI=http://mlflow:5000 -t cats-dogs-other:champion .
+ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+COPY deploy/docker/install.sh /usr/local/bin/install-service
+# Fetching a model at build time (as the course's Dockerfile does) needs the MLflow client, and Keras to
+# convert a Keras model to ONNX: both stay in this build stage.
+ARG MODEL_URI=""
+ARG MLFLOW_TRACKING_URI=""
+RUN install-service /opt/venv /src
+RUN mkdir -p /opt/model \
+    && if [ -n "${MODEL_URI}" ]; then \
+        install-service /opt/fetch /src mlflow keras \
+        && MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI}" /opt/fetch/bin/cats-dogs-other fetch "${MODEL_URI}" --out /opt/model; \
+    fi
+
+FROM python:${PYTHON_VERSION}-slim
+ARG MODEL_URI=""
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin app
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/model /opt/model
+# The default model ships inside the package; a model fetched at build time is served from /opt/model.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOST=0.0.0.0 \
+    PORT=8080 \
+    MODEL_CACHE_DIR=/tmp/models \
+    MODEL_URI=${MODEL_URI:+/opt/model}
+USER 10001
+EXPOSE 8080
+ENTRYPOINT ["cats-dogs-other", "serve"]

@@ -1,0 +1,72 @@
+"""The container image, without a Docker engine: lint the Dockerfile, run its install steps for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+INSTALL = REPO_ROOT / "deploy" / "docker" / "install.sh"
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    done = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dockerfile_keeps_its_promises() -> None:
+    text = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
+    assert len(stages) == 2 and all("-slim" in s for s in stages)  # multi-stage, slim base
+    runtime = text.split("\nFROM ", 2)[2]
+    assert re.search(r"^USER 10001$", runtime, flags=re.MULTILINE)  # non-root
+    assert "EXPOSE 8080" in runtime
+    assert "torch" not in runtime and "gcc" not in runtime and "build-essential" not in text
+    assert "ARG MODEL_URI" in text and "cats-dogs-other fetch" in text  # model from MLflow at build time
+    ignored = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    assert "*" in ignored and "!src/" in ignored  # the build context is only what the image needs
+
+
+@pytest.mark.slow
+def test_install_steps_give_a_working_runtime_without_torch(
+    tmp_path: Path, sample_files: dict[str, Path]
+) -> None:
+    # The Dockerfile's own script, into a fresh virtual environment, from a copy of what .dockerignore lets in.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    shutil.copytree(
+        REPO_ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    venv = tmp_path / "venv"
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["sh", str(INSTALL), str(venv), str(source)], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    installed = subprocess.run(
+        [str(venv / "bin" / "pip"), "list", "--format=json"], capture_output=True, text=True, check=True
+    ).stdout
+    names = {package["name"].lower() for package in json.loads(installed)}
+    assert {"onnxruntime", "fastapi", "uvicorn", "pillow", "cats-dogs-other"} <= names
+    assert not names & {"torch", "keras", "mlflow", "tensorflow"}  # the runtime stays light
+    predicted = subprocess.run(
+        [str(venv / "bin" / "cats-dogs-other"), "predict", "--json", str(sample_files["Dog"])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads(predicted.stdout)["prediction"] == "Dog"  # the default model is in the package
