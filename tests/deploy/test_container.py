@@ -45,7 +45,7 @@ def test_dockerfile_keeps_its_promises() -> None:
 def test_install_steps_give_a_working_runtime_without_torch(
     tmp_path: Path, sample_files: dict[str, Path]
 ) -> None:
-    # The Dockerfile's own script, into a fresh virtual environment, from a copy of what .dockerignore lets in.
+    # The Dockerfile's own script, into a fresh venv, from a copy of what .dockerignore lets in.
     source = tmp_path / "src"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
