@@ -19,6 +19,7 @@ from cats_dogs_other.api.middleware import BodyLimitMiddleware, RequestContextMi
 from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from cats_dogs_other.api.routes import router
 from cats_dogs_other.api.runtime import Runtime
+from cats_dogs_other.api.v2 import router as v2_router
 from cats_dogs_other.auth import JwksCache, TokenValidator
 from cats_dogs_other.inference.classifier import ImageClassifier, available_cores
 from cats_dogs_other.logs import configure_logging
@@ -148,6 +149,7 @@ def create_app(
     app.state.runtime = runtime
     app.openapi = lambda: _openapi_document(app, settings)  # type: ignore[method-assign]
     app.include_router(router)
+    app.include_router(v2_router)
     install_problem_handlers(app)
     if settings.cors_origins:
         app.add_middleware(

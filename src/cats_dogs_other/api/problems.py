@@ -75,11 +75,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         detail = str(exc.detail)
-        return problem(exc.status_code, detail, request, headers=dict(exc.headers or {}))
+        # The v2 protocol's clients read an `error` field; it rides along as a problem extension.
+        extra: dict[str, Any] = {"error": detail} if request.url.path.startswith("/v2/") else {}
+        return problem(exc.status_code, detail, request, headers=dict(exc.headers or {}), **extra)
 
     async def on_invalid_image(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, InvalidImageError)
-        return problem(image_error_status(exc), str(exc), request, code=exc.kind.value)
+        extra: dict[str, Any] = {"error": str(exc)} if request.url.path.startswith("/v2/") else {}
+        return problem(image_error_status(exc), str(exc), request, code=exc.kind.value, **extra)
 
     async def on_queue_full(request: Request, exc: Exception) -> JSONResponse:
         return problem(

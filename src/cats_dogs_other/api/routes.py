@@ -29,9 +29,10 @@ from cats_dogs_other.inference.service import InferenceService
 RETRY_AFTER_SECONDS = "5"
 
 _PROBLEM_DESCRIPTIONS = {
-    400: "Malformed request, e.g. a broken multipart body or too many files.",
+    400: "Malformed request (a broken multipart body, too many files), or (v2) a model that is not ready.",
     401: "No bearer token, or a token that is not valid (expired, wrong issuer or audience, bad signature).",
     403: "A valid token without the required scope (get::prediction by default).",
+    404: "No model by that name.",
     413: "The request body is over MAX_UPLOAD_BYTES, or the image has more pixels than MAX_PIXELS.",
     415: "Not multipart/form-data, or the file is not a supported image (or is corrupt or empty).",
     422: "A required form part is missing or misnamed.",
