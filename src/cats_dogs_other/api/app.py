@@ -13,6 +13,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from opentelemetry import trace
 
 from cats_dogs_other import __version__
 from cats_dogs_other.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -25,6 +26,7 @@ from cats_dogs_other.inference.classifier import ImageClassifier, available_core
 from cats_dogs_other.logs import configure_logging
 from cats_dogs_other.memory import limit_malloc_arenas
 from cats_dogs_other.models.source import ModelSource, resolve_model
+from cats_dogs_other.observability.tracing import tracing_from_environment
 from cats_dogs_other.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,10 +89,14 @@ def create_app(
     settings: Settings | None = None,
     classifier: ImageClassifier | None = None,
     source: ModelSource | None = None,
+    tracer: trace.Tracer | None = None,
 ) -> FastAPI:
     """Build the app. Pass an already loaded `classifier` (and its `source`) to share one between apps."""
     settings = settings or Settings()
-    runtime = Runtime(settings=settings)
+    provider = None
+    if tracer is None:
+        tracer, provider = tracing_from_environment()
+    runtime = Runtime(settings=settings, tracer=tracer)
     http_client = httpx.AsyncClient(
         timeout=settings.oauth2_fetch_timeout_seconds,
         follow_redirects=True,
@@ -137,6 +143,8 @@ def create_app(
                 await warm_up
             await runtime.inference.stop()
             await http_client.aclose()
+            if provider is not None:
+                await anyio.to_thread.run_sync(provider.shutdown)  # export what is still buffered
 
     app = FastAPI(
         title="cats-dogs-other",
@@ -164,7 +172,9 @@ def create_app(
         max_bytes=settings.max_upload_bytes,
         chunk_timeout_seconds=settings.body_timeout_seconds,
     )
-    app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)  # outermost: ids, logs, metrics
+    app.add_middleware(
+        RequestContextMiddleware, metrics=runtime.metrics, tracer=runtime.tracer
+    )  # outermost: ids, logs, metrics
     return app
 
 

@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 
+from opentelemetry import trace
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,9 +32,12 @@ class RequestContextMiddleware:
     or bodies, so neither tokens nor image bytes can leak into logs.
     """
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: ServiceMetrics | None = None, tracer: trace.Tracer | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracer = tracer or trace.NoOpTracer()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,8 +63,18 @@ class RequestContextMiddleware:
             response_started = response_started or message["type"] == "http.response.start"
             await send_with_id(message)
 
+        span = self.tracer.start_span(
+            f"{scope['method']} {scope['path']}",
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "http.request.method": scope["method"],
+                "url.path": scope["path"],
+                "request.id": request_id,
+            },
+        )
         try:
-            await self.app(scope, receive, send_tracking)
+            with trace.use_span(span, end_on_exit=False):
+                await self.app(scope, receive, send_tracking)
         except Exception:
             # The last line of defence: log the traceback (never the request), answer a bare 500.
             error_log.exception("unhandled error", extra={"request_id": request_id})
@@ -68,11 +82,16 @@ class RequestContextMiddleware:
                 raise
             await problem(500, INTERNAL_ERROR_DETAIL, Request(scope))(scope, receive, send_with_id)
         finally:
+            route = getattr(scope.get("route"), "path", None)
+            if route:
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", status)
+            span.end()
             elapsed = time.perf_counter() - started
             if self.metrics is not None:
                 # The route template, not the path: unknown paths must not create new series.
-                route = getattr(scope.get("route"), "path", None) or "unmatched"
-                labels = (scope["method"], route, str(status))
+                labels = (scope["method"], route or "unmatched", str(status))
                 self.metrics.requests.labels(*labels).inc()
                 self.metrics.latency.labels(*labels).observe(elapsed)
             client = scope.get("client")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastapi import Request
+from opentelemetry import trace
 
 from cats_dogs_other.auth.tokens import TokenValidator
 from cats_dogs_other.inference.classifier import ImageClassifier
@@ -25,12 +26,15 @@ class Runtime:
     model_source: ModelSource | None = None
     token_validator: TokenValidator | None = None
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    tracer: trace.Tracer = field(default_factory=trace.NoOpTracer)
 
     def attach(self, classifier: ImageClassifier, source: ModelSource) -> None:
         self.classifier = classifier
         settings = self.settings
         batching = BatchingConfig(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max)
-        self.inference = InferenceService(classifier, settings.max_pixels, batching, self.metrics)
+        self.inference = InferenceService(
+            classifier, settings.max_pixels, batching, self.metrics, self.tracer
+        )
         self.metrics.model_info.labels(
             classifier.name, source.uri, classifier.sha256, source.details.get("version", "")
         ).set(1)

@@ -72,7 +72,8 @@ async def require_prediction_token(
             challenge(),
         )
     try:
-        await runtime.token_validator.validate(token.strip())
+        with runtime.tracer.start_as_current_span("auth"):
+            await runtime.token_validator.validate(token.strip())
     except AuthFailure as failure:
         if failure.reason is FailureReason.SCOPE:
             scope = settings.oauth2_required_scope

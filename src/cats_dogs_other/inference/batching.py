@@ -26,11 +26,22 @@ class QueueFullError(RuntimeError):
     """More inputs are waiting than the queue allows; retry later."""
 
 
+@dataclass(frozen=True)
+class BatchTiming:
+    """When an input was queued, when its model call started and ended (time.time_ns), and its batch size."""
+
+    queued_ns: int
+    started_ns: int
+    finished_ns: int
+    batch_size: int
+
+
 @dataclass
 class _Pending:
     item: np.ndarray
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[tuple[np.ndarray, BatchTiming]]
     queued_at: float
+    queued_ns: int
 
 
 @dataclass(frozen=True)
@@ -91,12 +102,17 @@ class MicroBatcher:
 
     async def submit(self, item: np.ndarray) -> np.ndarray:
         """The model's output row for one input; QueueFullError at once when the queue is full."""
+        row, _ = await self.submit_timed(item)
+        return row
+
+    async def submit_timed(self, item: np.ndarray) -> tuple[np.ndarray, BatchTiming]:
+        """Like `submit`, with when it waited and ran (for tracing)."""
         if self._queue.qsize() >= self.max_queue:
             raise QueueFullError(f"{self.max_queue} images are already waiting for the model")
         if self._worker is None:
             raise RuntimeError("the batcher is not running")
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(item, future, time.perf_counter()))
+        future: asyncio.Future[tuple[np.ndarray, BatchTiming]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(item, future, time.perf_counter(), time.time_ns()))
         return await future
 
     async def _work(self) -> None:
@@ -120,6 +136,7 @@ class MicroBatcher:
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
+        started_ns = time.time_ns()
         try:
             outputs = await self._run(np.stack([p.item for p in batch]))
         except asyncio.CancelledError:
@@ -138,6 +155,9 @@ class MicroBatcher:
         self.largest = max(self.largest, len(batch))
         if self.on_batch is not None:
             self.on_batch(len(batch), [started - p.queued_at for p in batch])
+        finished_ns = time.time_ns()
         for pending, row in zip(batch, outputs, strict=True):
             if not pending.future.done():
-                pending.future.set_result(row)
+                pending.future.set_result(
+                    (row, BatchTiming(pending.queued_ns, started_ns, finished_ns, len(batch)))
+                )

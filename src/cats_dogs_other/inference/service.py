@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import anyio
 import numpy as np
+from opentelemetry import trace
 
 from cats_dogs_other.inference.batching import MicroBatcher, QueueFullError
 from cats_dogs_other.inference.classifier import ImageClassifier, Prediction, available_cores
@@ -38,8 +39,10 @@ class InferenceService:
         max_pixels: int | None = None,
         batching: BatchingConfig | None = None,
         metrics: ServiceMetrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.classifier = classifier
+        self.tracer = tracer or trace.NoOpTracer()
         self.max_pixels = max_pixels or classifier.max_pixels
         batching = batching or BatchingConfig()
         self.max_in_flight = batching.max_queue
@@ -84,11 +87,22 @@ class InferenceService:
     async def decode(self, data: bytes) -> np.ndarray:
         self.decoding += 1
         try:
-            return await anyio.to_thread.run_sync(
-                self.classifier.decode, data, self.max_pixels, limiter=self._decoders
-            )
+            with self.tracer.start_as_current_span("decode", attributes={"image.bytes": len(data)}):
+                return await anyio.to_thread.run_sync(
+                    self.classifier.decode, data, self.max_pixels, limiter=self._decoders
+                )
         finally:
             self.decoding -= 1
+
+    async def _classify(self, decoded: np.ndarray) -> Prediction:
+        """Through the batcher; the wait and the model call become spans with their real times."""
+        row, timing = await self.batcher.submit_timed(decoded)
+        self.tracer.start_span("queue_wait", start_time=timing.queued_ns).end(end_time=timing.started_ns)
+        inference = self.tracer.start_span(
+            "inference", start_time=timing.started_ns, attributes={"batch.size": timing.batch_size}
+        )
+        inference.end(end_time=timing.finished_ns)
+        return self.classifier.to_prediction(row)
 
     async def run(self, batch: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
@@ -99,8 +113,7 @@ class InferenceService:
 
     async def predict(self, data: bytes) -> Prediction:
         """One encoded image to its prediction; InvalidImageError for bad input, QueueFullError when busy."""
-        scores = await self.batcher.submit(await self.decode(data))
-        return self.classifier.to_prediction(scores)
+        return await self._classify(await self.decode(data))
 
     async def predict_each(self, images: Sequence[bytes]) -> list[Prediction | InvalidImageError]:
         """Several images; a bad image gets its error in its place, the others are still answered."""
@@ -110,6 +123,6 @@ class InferenceService:
                 decoded = await self.decode(data)
             except InvalidImageError as exc:
                 return exc
-            return self.classifier.to_prediction(await self.batcher.submit(decoded))
+            return await self._classify(decoded)
 
         return list(await asyncio.gather(*(one(data) for data in images)))
