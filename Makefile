@@ -9,14 +9,17 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 OIDC_PROVIDER := tests/auth/oidc_provider
+BRUNO := bruno
 
 # Re-run only when a dependency list changes; `pip install -e` keeps source edits live.
-# The npm part is the real OpenID provider the end-to-end auth tests run (pinned by its package-lock.json).
-$(STAMP): pyproject.toml $(OIDC_PROVIDER)/package-lock.json
+# The npm parts, pinned by their package-lock.json: the real OpenID provider the end-to-end auth tests
+# run, and the Bruno CLI that runs the API collection in bruno/.
+$(STAMP): pyproject.toml $(OIDC_PROVIDER)/package-lock.json $(BRUNO)/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[train,keras,mlflow,dev]'
 	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(BRUNO) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 test: install
