@@ -33,13 +33,14 @@ def wait_until_ready(client: TestClient | httpx.Client, timeout: float = 30.0) -
     raise TimeoutError("the service never became ready")
 
 
-@pytest.fixture
-def make_client(classifier: ImageClassifier) -> Iterator[Callable[..., TestClient]]:
-    """Build a started app (lifespan run, model warmed) with the given settings overrides."""
+def client_factory(
+    classifier: ImageClassifier, defaults: dict[str, object]
+) -> Iterator[Callable[..., TestClient]]:
+    """Started apps (lifespan run, model warmed) from `defaults` plus per-call settings overrides."""
     clients: list[TestClient] = []
 
     def build(**overrides: object) -> TestClient:
-        settings = Settings(**{"auth_disabled": True, **overrides})  # type: ignore[arg-type]
+        settings = Settings(**{**defaults, **overrides})  # type: ignore[arg-type]
         client = TestClient(create_app(settings, classifier), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
@@ -49,6 +50,12 @@ def make_client(classifier: ImageClassifier) -> Iterator[Callable[..., TestClien
     yield build
     for client in clients:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def make_client(classifier: ImageClassifier) -> Iterator[Callable[..., TestClient]]:
+    """Apps with auth off, with the given settings overrides."""
+    yield from client_factory(classifier, {"auth_disabled": True})
 
 
 @pytest.fixture
@@ -104,11 +111,9 @@ class ServeProcess:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    """The real console entry point, as `make serve` runs it (auth off), on a free port."""
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    command = [
+def serve_command(*extra: str) -> list[str]:
+    """`cats-dogs-other serve` with auth off on loopback; ServeProcess fills in the free port."""
+    return [
         sys.executable,
         "-m",
         "cats_dogs_other.cli",
@@ -118,7 +123,15 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProce
         "127.0.0.1",
         "--port",
         "{port}",
+        *extra,
     ]
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """The real console entry point, as `make serve` runs it (auth off), on a free port."""
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    command = serve_command()
     server = ServeProcess(command, log_path).start()
     yield server
     server.stop()

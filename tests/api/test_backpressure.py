@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,7 @@ import pytest
 from cats_dogs_other.api import create_app
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.settings import Settings
-from tests.api.conftest import ServeProcess
+from tests.api.conftest import ServeProcess, serve_command
 from tests.servers import ServerThread
 
 
@@ -89,19 +88,7 @@ def test_full_service_answers_503_at_once_and_recovers(sample_files: dict[str, P
 
 @pytest.mark.slow
 def test_several_workers_serve(tmp_path: Path, sample_files: dict[str, Path]) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "cats_dogs_other.cli",
-        "serve",
-        "--no-auth",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--workers",
-        "2",
-    ]
+    command = serve_command("--workers", "2")
     server = ServeProcess(command, tmp_path / "workers.log").start()
     try:
         with httpx.Client(base_url=server.base_url, timeout=30) as client:

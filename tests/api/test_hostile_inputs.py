@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import sys
 import tarfile
 import zipfile
 from collections.abc import Callable
@@ -17,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.api.conftest import ServeProcess
+from tests.api.conftest import ServeProcess, serve_command
 from tests.images import encode, png_declaring
 
 
@@ -145,17 +144,7 @@ def _peak_rss_mib(pid: int) -> float:
 
 @pytest.mark.slow
 def test_a_60_mb_upload_is_refused_without_holding_it(tmp_path: Path, sample_files: dict[str, Path]) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "cats_dogs_other.cli",
-        "serve",
-        "--no-auth",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-    ]
+    command = serve_command()
     server = ServeProcess(command, tmp_path / "serve.log").start()
     assert server.process is not None
     try:

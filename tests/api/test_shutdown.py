@@ -17,7 +17,7 @@ from cats_dogs_other.api import create_app
 from cats_dogs_other.api.server import DrainingServer, HeaderTimeoutProtocol
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.settings import Settings
-from tests.api.conftest import ServeProcess
+from tests.api.conftest import ServeProcess, serve_command
 from tests.api.test_backpressure import Gate, post, wait_for
 from tests.servers import ServerThread, socket_port
 
@@ -53,17 +53,7 @@ def test_sigterm_lets_in_flight_requests_finish(sample_files: dict[str, Path], d
 def test_real_process_drains_on_sigterm_and_exits_cleanly(
     tmp_path: Path, sample_files: dict[str, Path]
 ) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "cats_dogs_other.cli",
-        "serve",
-        "--no-auth",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-    ]
+    command = serve_command()
     server = ServeProcess(command, tmp_path / "serve.log", env={"SHUTDOWN_DRAIN_SECONDS": "1.5"}).start()
     assert server.process is not None
     data = sample_files["Cat"].read_bytes()

@@ -19,10 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cats_dogs_other.api import create_app
 from cats_dogs_other.inference.classifier import ImageClassifier
-from cats_dogs_other.settings import Settings
-from tests.api.conftest import wait_until_ready
+from tests.api.conftest import client_factory
 from tests.servers import ServerThread
 
 AUDIENCE = "https://api.cats-dogs-other.test"
@@ -158,20 +156,8 @@ def provider(provider_server: FakeProvider) -> FakeProvider:
 def make_auth_client(
     provider: FakeProvider, classifier: ImageClassifier
 ) -> Iterator[Callable[..., TestClient]]:
-    """An app protected by `provider`, with settings overrides; started and warmed up."""
-    clients: list[TestClient] = []
-
-    def build(**overrides: Any) -> TestClient:
-        values = {"oauth2_issuer": provider.issuer, "oauth2_audience": AUDIENCE, **overrides}
-        client = TestClient(create_app(Settings(**values), classifier), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        wait_until_ready(client)
-        return client
-
-    yield build
-    for client in clients:
-        client.__exit__(None, None, None)
+    """Apps protected by `provider`, with settings overrides; started and warmed up."""
+    yield from client_factory(classifier, {"oauth2_issuer": provider.issuer, "oauth2_audience": AUDIENCE})
 
 
 @pytest.fixture
