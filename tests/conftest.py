@@ -20,7 +20,7 @@ IMAGES_DIR = DATASET_ROOT / "images"
 def dataset_dir() -> Path:
     if not IMAGES_DIR.is_dir():
         pytest.skip(
-            f"the course's dataset is absent: {IMAGES_DIR} (set CATS_DOGS_OTHER_DATASET to its folder)"
+            reason=f"the course's dataset is absent: {IMAGES_DIR} (set CATS_DOGS_OTHER_DATASET to its folder)"
         )
     return IMAGES_DIR
 

@@ -23,7 +23,7 @@ COLLECTION = REPO_ROOT / "bruno"
 @pytest.fixture(scope="module")
 def bru() -> list[str]:
     if shutil.which("npx") is None:
-        pytest.skip("Node.js/npm is not installed: the Bruno CLI cannot run")
+        pytest.skip(reason="Node.js/npm is not installed: the Bruno CLI cannot run")
     if not (COLLECTION / "node_modules" / "@usebruno" / "cli").is_dir():
         subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],

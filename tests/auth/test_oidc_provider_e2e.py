@@ -22,7 +22,7 @@ AUDIENCE = "https://api.cats-dogs-other.test"
 def oidc_issuer() -> Iterator[str]:
     node = shutil.which("node")
     if node is None:
-        pytest.skip("Node.js is not installed: the real OpenID provider (oidc-provider) cannot run")
+        pytest.skip(reason="Node.js is not installed: the real OpenID provider (oidc-provider) cannot run")
     if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
         subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund"],
