@@ -19,9 +19,8 @@ IMAGES_DIR = DATASET_ROOT / "images"
 @pytest.fixture(scope="session")
 def dataset_dir() -> Path:
     if not IMAGES_DIR.is_dir():
-        pytest.skip(
-            reason=f"the course's dataset is absent: {IMAGES_DIR} (set CATS_DOGS_OTHER_DATASET to its folder)"
-        )
+        reason = f"the course's dataset is absent: {IMAGES_DIR} (set CATS_DOGS_OTHER_DATASET to its folder)"
+        pytest.skip(reason=reason)
     return IMAGES_DIR
 
 
