@@ -42,16 +42,10 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from cats_dogs_other.inference.classifier import ImageClassifier, ModelLoadError
+    from cats_dogs_other.inference.classifier import ImageClassifier
     from cats_dogs_other.inference.decode import InvalidImageError
-    from cats_dogs_other.models.source import resolve_model
 
-    try:
-        source = resolve_model(args.model)
-        classifier = ImageClassifier.load(source.path, card=source.card, max_pixels=args.max_pixels)
-    except ModelLoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    classifier = ImageClassifier.load(args.model, max_pixels=args.max_pixels)
     failed = False
     for name in args.files:
         try:
@@ -82,7 +76,6 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     from cats_dogs_other.api.app import create_app, load_classifier
     from cats_dogs_other.api.server import DrainingServer, HeaderTimeoutProtocol
-    from cats_dogs_other.inference.classifier import ModelLoadError
     from cats_dogs_other.logs import configure_logging
     from cats_dogs_other.memory import limit_malloc_arenas
     from cats_dogs_other.settings import Settings
@@ -112,12 +105,8 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    try:
-        # Load before listening: a bad model stops here with a message, not on the first request.
-        classifier, source = load_classifier(settings)
-    except ModelLoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # Load before listening: a bad model stops here (main() prints why), not on the first request.
+    classifier, source = load_classifier(settings)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -161,13 +150,8 @@ def _env_value(value: object) -> str:
 
 def _convert(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cats_dogs_other.models.convert import convert_keras
-    from cats_dogs_other.models.errors import ModelLoadError
 
-    try:
-        card = convert_keras(args.model, args.out)
-    except ModelLoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    card = convert_keras(args.model, args.out)
     kind = "probabilities" if card.outputs_are_probabilities else "scores (not probabilities)"
     print(f"wrote {args.out / 'model.onnx'} and {args.out / 'model.json'}; outputs are {kind}")
     return 0
@@ -175,13 +159,8 @@ def _convert(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _fetch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cats_dogs_other.models.convert import fetch_model
-    from cats_dogs_other.models.errors import ModelLoadError
 
-    try:
-        path = fetch_model(args.uri, args.out)
-    except ModelLoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    path = fetch_model(args.uri, args.out)
     print(f"wrote {path} and {path.with_name('model.json')}")
     return 0
 
@@ -262,7 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     for chatty in ("onnxscript", "onnx_ir", "torch"):  # the ONNX exporter narrates every pass at INFO
         logging.getLogger(chatty).setLevel(logging.ERROR)
-    code: int = args.handler(args, argv)
+    from cats_dogs_other.models.errors import ModelLoadError
+
+    try:
+        code: int = args.handler(args, argv)
+    except ModelLoadError as exc:  # every command: a model that cannot be used stops with what to fix
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

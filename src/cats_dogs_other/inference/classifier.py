@@ -16,7 +16,7 @@ from cats_dogs_other.inference.preprocess import to_input_array
 from cats_dogs_other.inference.runners import KerasRunner, ModelRunner, OnnxRunner
 from cats_dogs_other.models.card import ModelCard
 from cats_dogs_other.models.errors import ModelLoadError
-from cats_dogs_other.models.source import resolve_model
+from cats_dogs_other.models.source import ModelSource, resolve_model
 
 __all__ = ["ImageClassifier", "ModelLoadError", "Prediction"]
 
@@ -71,14 +71,25 @@ class ImageClassifier:
     @classmethod
     def load(
         cls,
-        model_path: Path | None = None,
+        model: str | Path | None = None,
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        threads: int | None = None,
+        card: ModelCard | None = None,
+    ) -> ImageClassifier:
+        """A model by path or URI (default: the built-in model); see `models.source`."""
+        return cls.from_source(resolve_model(model), card=card, max_pixels=max_pixels, threads=threads)
+
+    @classmethod
+    def from_source(
+        cls,
+        source: ModelSource,
         *,
         card: ModelCard | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
     ) -> ImageClassifier:
-        """A local .onnx, .keras or .h5 file (default: the built-in model); see `models.source` for URIs."""
-        source = resolve_model(model_path)
+        """An already resolved model: its runner by kind, its card (given, shipped, or the kind's default)."""
         threads = threads or available_cores()
         runner: ModelRunner
         if source.kind == "keras":
