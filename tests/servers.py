@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -39,3 +42,15 @@ class ServerThread:
 
 def socket_port(base_url: str) -> int:
     return int(base_url.rsplit(":", 1)[1])
+
+
+@contextmanager
+def ready_server(app: ASGIApp, timeout: float = 60) -> Iterator[str]:
+    """A ServerThread whose model is loaded and warmed up (`/ready` answers 200) before it is used."""
+    with ServerThread(app) as base_url:
+        deadline = time.monotonic() + timeout
+        while httpx.get(f"{base_url}/ready").status_code != 200:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the service never became ready")
+            time.sleep(0.02)
+        yield base_url

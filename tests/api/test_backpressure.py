@@ -15,7 +15,7 @@ from cats_dogs_other.api import create_app
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.settings import Settings
 from tests.api.conftest import ServeProcess, serve_command
-from tests.servers import ServerThread
+from tests.servers import ready_server
 
 
 class Gate:
@@ -51,8 +51,7 @@ def test_concurrent_uploads_are_batched(sample_files: dict[str, Path]) -> None:
     classifier = ImageClassifier.load()
     app = create_app(Settings(auth_disabled=True, batch_max_size=8, batch_max_wait_ms=0), classifier)
     data = sample_files["Dog"].read_bytes()
-    with ServerThread(app) as base_url, ThreadPoolExecutor(max_workers=7) as pool:
-        wait_for(lambda: httpx.get(f"{base_url}/ready").status_code == 200)
+    with ready_server(app) as base_url, ThreadPoolExecutor(max_workers=7) as pool:
         gate = Gate(classifier)
         first = pool.submit(post, base_url, data)
         assert gate.entered.acquire(timeout=30)  # the first call holds the model
@@ -68,8 +67,7 @@ def test_full_service_answers_503_at_once_and_recovers(sample_files: dict[str, P
     classifier = ImageClassifier.load()
     app = create_app(Settings(auth_disabled=True, queue_max=2, batch_max_wait_ms=0), classifier)
     data = sample_files["Cat"].read_bytes()
-    with ServerThread(app) as base_url, ThreadPoolExecutor(max_workers=2) as pool:
-        wait_for(lambda: httpx.get(f"{base_url}/ready").status_code == 200)
+    with ready_server(app) as base_url, ThreadPoolExecutor(max_workers=2) as pool:
         gate = Gate(classifier)
         held = [pool.submit(post, base_url, data) for _ in range(2)]
         assert gate.entered.acquire(timeout=30)

@@ -15,15 +15,13 @@ from tritonclient.utils import InferenceServerException
 from cats_dogs_other.api import create_app
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.settings import Settings
-from tests.api.test_backpressure import wait_for
-from tests.servers import ServerThread
+from tests.servers import ServerThread, ready_server
 
 
 @pytest.fixture(scope="module")
 def server(classifier: ImageClassifier) -> Iterator[str]:
     app = create_app(Settings(auth_disabled=True), classifier)
-    with ServerThread(app) as base_url:
-        wait_for(lambda: httpx.get(f"{base_url}/ready").status_code == 200)
+    with ready_server(app) as base_url:
         yield base_url
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -13,8 +12,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from cats_dogs_other.api import create_app
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.settings import Settings
-from tests.api.test_backpressure import wait_for
-from tests.servers import ServerThread
+from tests.servers import ready_server
 
 # The document the service publishes (building an app loads no model); cases run against a live server.
 schema = schemathesis.openapi.from_dict(create_app(Settings(auth_disabled=True)).openapi())
@@ -23,8 +21,7 @@ schema = schemathesis.openapi.from_dict(create_app(Settings(auth_disabled=True))
 @pytest.fixture(scope="module")
 def base_url(classifier: ImageClassifier) -> Iterator[str]:
     app = create_app(Settings(auth_disabled=True), classifier)
-    with ServerThread(app) as url:
-        wait_for(lambda: httpx.get(f"{url}/ready").status_code == 200)
+    with ready_server(app) as url:
         yield url
 
 

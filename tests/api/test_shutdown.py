@@ -19,7 +19,7 @@ from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.settings import Settings
 from tests.api.conftest import ServeProcess, serve_command
 from tests.api.test_backpressure import Gate, post, wait_for
-from tests.servers import ServerThread, socket_port
+from tests.servers import ServerThread, ready_server, socket_port
 
 
 @pytest.mark.parametrize("drain_seconds", [0.0, 1.0])
@@ -90,14 +90,15 @@ def test_slow_headers_get_the_connection_closed(
 
 def test_stalled_body_is_408(classifier: ImageClassifier) -> None:
     app = create_app(Settings(auth_disabled=True, body_timeout_seconds=0.5), classifier)
-    with ServerThread(app) as base_url:
-        wait_for(lambda: httpx.get(f"{base_url}/ready").status_code == 200)
-        with socket.create_connection(("127.0.0.1", socket_port(base_url)), timeout=10) as sock:
-            sock.sendall(
-                b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                b"Content-Length: 100000\r\n\r\n--b\r\n"
-            )
-            answer = sock.recv(65536).decode(errors="replace")
+    with (
+        ready_server(app) as base_url,
+        socket.create_connection(("127.0.0.1", socket_port(base_url)), timeout=10) as sock,
+    ):
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n--b\r\n"
+        )
+        answer = sock.recv(65536).decode(errors="replace")
     assert answer.startswith("HTTP/1.1 408")
     assert "application/problem+json" in answer
     assert "stalled" in answer

@@ -6,16 +6,14 @@ import os
 import shutil
 import subprocess
 
-import httpx
 import pytest
 
 from cats_dogs_other.api import create_app
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.settings import Settings
-from tests.api.test_backpressure import wait_for
 from tests.auth.conftest import AUDIENCE, FakeProvider
 from tests.conftest import REPO_ROOT
-from tests.servers import ServerThread
+from tests.servers import ready_server
 
 COLLECTION = REPO_ROOT / "bruno"
 
@@ -50,8 +48,7 @@ def run_collection(
 
 def test_collection_passes_against_the_demo_server(bru: list[str], classifier: ImageClassifier) -> None:
     app = create_app(Settings(auth_disabled=True), classifier)
-    with ServerThread(app) as base_url:
-        wait_for(lambda: httpx.get(f"{base_url}/ready").status_code == 200)
+    with ready_server(app) as base_url:
         done = run_collection(bru, base_url, "unused-when-auth-is-off")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "4 (4 Passed)" in done.stdout
@@ -61,8 +58,7 @@ def test_token_request_uses_the_environment_variable(
     bru: list[str], provider: FakeProvider, classifier: ImageClassifier
 ) -> None:
     app = create_app(Settings(oauth2_issuer=provider.issuer, oauth2_audience=AUDIENCE), classifier)
-    with ServerThread(app) as base_url:
-        wait_for(lambda: httpx.get(f"{base_url}/ready").status_code == 200)
+    with ready_server(app) as base_url:
         accepted = run_collection(
             bru, base_url, provider.token(), "upload-with-token.bru", "not-an-image.bru"
         )

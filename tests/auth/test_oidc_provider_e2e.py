@@ -62,6 +62,15 @@ def client_token(issuer: str, client_id: str, secret: str, scope: str) -> str:
     return token
 
 
+def upload(server: ServeProcess, token: str, image: Path) -> httpx.Response:
+    return httpx.post(
+        f"{server.base_url}/upload",
+        headers={"Authorization": f"Bearer {token}"},
+        files={"file": (image.name, image.read_bytes())},
+        timeout=30,
+    )
+
+
 def serve(tmp: Path, env: dict[str, str]) -> ServeProcess:
     command = [
         sys.executable,
@@ -90,12 +99,7 @@ def test_token_from_the_provider_gets_a_prediction(
     oidc_issuer: str, protected_server: ServeProcess, sample_files: dict[str, Path]
 ) -> None:
     token = client_token(oidc_issuer, "predictor", "predictor-secret", "get::prediction")
-    response = httpx.post(
-        f"{protected_server.base_url}/upload",
-        headers={"Authorization": f"Bearer {token}"},
-        files={"file": ("dog.png", sample_files["Dog"].read_bytes())},
-        timeout=30,
-    )
+    response = upload(protected_server, token, sample_files["Dog"])
     assert response.status_code == 200, response.text
     assert response.json()["prediction"] == "Dog"
 
@@ -104,12 +108,7 @@ def test_token_without_the_scope_is_403(
     oidc_issuer: str, protected_server: ServeProcess, sample_files: dict[str, Path]
 ) -> None:
     token = client_token(oidc_issuer, "no-scope", "no-scope-secret", "other::thing")
-    response = httpx.post(
-        f"{protected_server.base_url}/upload",
-        headers={"Authorization": f"Bearer {token}"},
-        files={"file": ("dog.png", sample_files["Dog"].read_bytes())},
-        timeout=30,
-    )
+    response = upload(protected_server, token, sample_files["Dog"])
     assert response.status_code == 403
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith('Bearer realm="cats-dogs-other", error="insufficient_scope"')
@@ -145,12 +144,7 @@ def test_course_style_relative_jwks_uri(
     )
     try:
         token = client_token(oidc_issuer, "predictor", "predictor-secret", "get::prediction")
-        response = httpx.post(
-            f"{server.base_url}/upload",
-            headers={"Authorization": f"Bearer {token}"},
-            files={"file": ("cat.png", sample_files["Cat"].read_bytes())},
-            timeout=30,
-        )
+        response = upload(server, token, sample_files["Cat"])
         assert response.status_code == 200, response.text
         assert response.json()["prediction"] == "Cat"
         assert "/.well-known/openid-configuration" not in server.logs()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
@@ -13,17 +12,15 @@ from tritonclient.utils import InferenceServerException
 from cats_dogs_other.api import create_app
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.settings import Settings
-from tests.api.test_backpressure import wait_for
 from tests.auth.conftest import AUDIENCE, FakeProvider
-from tests.servers import ServerThread
+from tests.servers import ready_server
 
 
 def test_tritonclient_with_a_bearer_token(
     provider: FakeProvider, classifier: ImageClassifier, sample_files: dict[str, Path]
 ) -> None:
     app = create_app(Settings(oauth2_issuer=provider.issuer, oauth2_audience=AUDIENCE), classifier)
-    with ServerThread(app) as base_url:
-        wait_for(lambda: httpx.get(f"{base_url}/ready").status_code == 200)
+    with ready_server(app) as base_url:
         client = triton.InferenceServerClient(url=base_url.removeprefix("http://"))
         images = triton.InferInput("image", [1], "BYTES")
         images.set_data_from_numpy(np.array([sample_files["Dog"].read_bytes()], dtype=np.object_))

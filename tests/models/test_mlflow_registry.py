@@ -65,7 +65,7 @@ def test_registry_uris_serve_the_same_numbers_as_the_file(
         source = resolve_model(uri, tracking)
         assert source.kind == "keras"
         assert source.path.name == "model.keras"
-        (result,) = ImageClassifier.load(source.path, card=source.card).predict([image.read_bytes()])
+        (result,) = ImageClassifier.from_source(source).predict([image.read_bytes()])
         assert np.abs(np.array(result.values) - expected).max() < 1e-4, uri
         assert np.abs(np.array(result.values) - np.array(from_file)).max() < 1e-6, uri
         assert source.details["run_id"] == registered["run_id"]
@@ -178,6 +178,6 @@ def test_train_logs_registers_and_serves_from_the_registry(
     assert source.card is not None
     assert source.card.metrics["validation"]["images"] == 18
     images = [p.read_bytes() for _, p in labelled_files[::30]]
-    from_registry = ImageClassifier.load(source.path, card=source.card).predict(images)
+    from_registry = ImageClassifier.from_source(source).predict(images)
     from_file = ImageClassifier.load(tmp_path / "out" / "model.onnx").predict(images)
     assert [r.values for r in from_registry] == [r.values for r in from_file]
