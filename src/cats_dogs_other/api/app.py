@@ -22,7 +22,8 @@ from cats_dogs_other.api.routes import router
 from cats_dogs_other.api.runtime import Runtime
 from cats_dogs_other.api.v2 import router as v2_router
 from cats_dogs_other.auth import JwksCache, TokenValidator
-from cats_dogs_other.inference.classifier import ImageClassifier, available_cores
+from cats_dogs_other.cpu import available_cores
+from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.logs import configure_logging
 from cats_dogs_other.memory import limit_malloc_arenas
 from cats_dogs_other.models.source import ModelSource, resolve_model

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS, InvalidImageError, decode_image
 from cats_dogs_other.inference.preprocess import to_input_array
 from cats_dogs_other.inference.runners import KerasRunner, ModelRunner, OnnxRunner
@@ -30,14 +30,6 @@ class Prediction:
 
     def as_dict(self) -> dict[str, object]:
         return {"prediction": self.prediction, "values": self.values}
-
-
-def available_cores() -> int:
-    """Cores this process may run on (respects taskset and container CPU sets), not the host's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def file_sha256(path: Path) -> str:

@@ -17,8 +17,9 @@ import anyio
 import numpy as np
 from opentelemetry import trace
 
+from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.batching import MicroBatcher, QueueFullError
-from cats_dogs_other.inference.classifier import ImageClassifier, Prediction, available_cores
+from cats_dogs_other.inference.classifier import ImageClassifier, Prediction
 from cats_dogs_other.inference.decode import InvalidImageError
 from cats_dogs_other.observability.metrics import ServiceMetrics
 
