@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -54,3 +55,28 @@ def ready_server(app: ASGIApp, timeout: float = 60) -> Iterator[str]:
                 raise TimeoutError("the service never became ready")
             time.sleep(0.02)
         yield base_url
+
+
+class ProcessMemory:
+    """A process's resident memory, read from /proc: now (VmRSS) and its peak (VmHWM), which
+    `reset_peak` sets back to the current size so that one request's peak can be measured."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def _status_mib(self, key: str) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+        raise AssertionError(f"no {key} in /proc/{self.pid}/status")
+
+    def rss_mib(self) -> float:
+        return self._status_mib("VmRSS:")
+
+    def peak_mib(self) -> float:
+        return self._status_mib("VmHWM:")
+
+    def reset_peak(self) -> float:
+        """Reset the peak to the current RSS (Linux clear_refs "5") and return that RSS."""
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        return self.rss_mib()

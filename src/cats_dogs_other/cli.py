@@ -77,7 +77,7 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cats_dogs_other.api.app import create_app, load_classifier
     from cats_dogs_other.api.server import DrainingServer, HeaderTimeoutProtocol
     from cats_dogs_other.logs import configure_logging
-    from cats_dogs_other.memory import limit_malloc_arenas
+    from cats_dogs_other.memory import configure_malloc
     from cats_dogs_other.settings import Settings
 
     overrides = {
@@ -100,7 +100,7 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    limit_malloc_arenas()  # before any thread exists: flat memory over days (see memory.py)
+    configure_malloc()  # before any thread exists: flat memory, peaks given back (memory.py)
     problem = settings.auth_configuration_error()
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -166,6 +166,8 @@ def _fetch(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS
+
     parser = argparse.ArgumentParser(prog="cats-dogs-other", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -197,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=None, help="model path or URI, as for serve (default: the built-in one)"
     )
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
-    predict.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images")
+    predict.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default 47000000)"
+    )
     predict.set_defaults(handler=_predict)
 
     convert = commands.add_parser("convert", help="convert a Keras model (.keras, .h5) to ONNX + model card")
@@ -220,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-auth", action="store_true", help="serve without tokens (AUTH_DISABLED=true)")
     serve.add_argument("--max-upload-bytes", type=int, default=None, help="MAX_UPLOAD_BYTES (default 10 MiB)")
-    serve.add_argument("--max-pixels", type=int, default=None, help="MAX_PIXELS (default 40000000)")
+    serve.add_argument(
+        "--max-pixels", type=int, default=None, help="MAX_PIXELS (default: from DECODE_MEMORY_BYTES)"
+    )
     serve.add_argument(
         "--cors-origins", default=None, help="CORS_ORIGINS, comma-separated (default: CORS off)"
     )

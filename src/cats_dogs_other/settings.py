@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES, max_pixels_for
+
 MiB = 1024 * 1024
 
 
@@ -26,8 +28,18 @@ class Settings(BaseSettings):
     )
     model_cache_dir: Path | None = Field(None, description="Where registry models are downloaded once.")
     max_upload_bytes: int = Field(10 * MiB, gt=0, description="Largest request body accepted, in bytes.")
+    decode_memory_bytes: int = Field(
+        DEFAULT_DECODE_MEMORY_BYTES,
+        ge=32 * MiB,
+        description="Bytes of decoded pixels in flight across all decode threads; an image that alone "
+        "needs more is refused (413), others wait their turn.",
+    )
+    # Declared after decode_memory_bytes: its default is derived from it.
     max_pixels: int = Field(
-        40_000_000, gt=0, description="Largest image accepted, in pixels (width x height)."
+        default_factory=lambda fields: max_pixels_for(fields["decode_memory_bytes"]),
+        gt=0,
+        description="Largest image accepted, in pixels (width x height); default: the most that fits "
+        "DECODE_MEMORY_BYTES at 4 bytes per pixel (47,000,000).",
     )
     max_files_per_request: int = Field(16, gt=0, description="Most files one POST /predict may carry.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

@@ -12,6 +12,7 @@ from PIL import Image
 
 from cats_dogs_other.api import create_app
 from cats_dogs_other.inference.classifier import ImageClassifier
+from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS
 from cats_dogs_other.settings import Settings
 from tests.images import encode, png_declaring
 
@@ -87,7 +88,7 @@ def test_truncated_image_is_415(client: TestClient, sample_files: dict[str, Path
 
 def test_too_many_pixels_is_413_naming_the_limit(client: TestClient) -> None:
     response = client.post("/upload", files={"file": ("bomb.png", png_declaring(40_000, 40_000))})
-    body = assert_problem(response, 413, "the limit is 40,000,000 pixels")
+    body = assert_problem(response, 413, f"the limit is {DEFAULT_MAX_PIXELS:,} pixels")
     assert body["code"] == "too_many_pixels"
 
 

@@ -16,8 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS
 from tests.api.conftest import ServeProcess, serve_command
 from tests.images import encode, png_declaring
+from tests.servers import ProcessMemory
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,7 @@ def test_not_an_image_is_415(client: TestClient, photo: Image.Image, name: str) 
 def test_pixel_bombs_are_413_before_decoding(client: TestClient, name: str, data: bytes) -> None:
     response = client.post("/upload", files={"file": ("bomb.png", data)})
     assert response.status_code == 413, name
-    assert "40,000,000 pixels" in response.json()["detail"]
+    assert f"limit is {DEFAULT_MAX_PIXELS:,} pixels" in response.json()["detail"]
 
 
 IMAGES: dict[str, Callable[[Image.Image], bytes]] = {
@@ -135,13 +137,6 @@ def test_exif_rotated_photo_is_classified_upright(client: TestClient, photo: Ima
     assert max(abs(x - y) for x, y in zip(a["values"], b["values"], strict=True)) < 0.02
 
 
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 @pytest.mark.slow
 def test_a_60_mb_upload_is_refused_without_holding_it(tmp_path: Path, sample_files: dict[str, Path]) -> None:
     command = serve_command()
@@ -150,7 +145,8 @@ def test_a_60_mb_upload_is_refused_without_holding_it(tmp_path: Path, sample_fil
     try:
         with httpx.Client(base_url=server.base_url, timeout=60) as client:
             client.post("/upload", files={"file": ("c.png", sample_files["Cat"].read_bytes())})
-            before = _peak_rss_mib(server.process.pid)
+            memory = ProcessMemory(server.process.pid)
+            before = memory.reset_peak()
             declared = client.post(
                 "/upload",
                 content=b"\0" * (60 << 20),
@@ -170,7 +166,7 @@ def test_a_60_mb_upload_is_refused_without_holding_it(tmp_path: Path, sample_fil
             )
             assert streamed.status_code == 413
             assert "10,485,760 bytes" in streamed.json()["detail"]
-            growth = _peak_rss_mib(server.process.pid) - before
+            growth = memory.peak_mib() - before
             assert growth < 30, f"peak memory grew by {growth:.0f} MiB"
             assert client.get("/health").status_code == 200
     finally:

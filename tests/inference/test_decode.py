@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +15,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from cats_dogs_other.inference.budget import MemoryBudget
 from cats_dogs_other.inference.classifier import ImageClassifier
-from cats_dogs_other.inference.decode import ImageErrorKind, InvalidImageError, decode_image
-from tests.images import encode, png_declaring
+from cats_dogs_other.inference.decode import (
+    DEFAULT_MAX_PIXELS,
+    ImageErrorKind,
+    InvalidImageError,
+    _webp_size,
+    decode_image,
+)
+from tests.conftest import REPO_ROOT
+from tests.images import encode, png_declaring, png_image
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +183,7 @@ def test_huge_declared_canvas_is_refused_before_decoding() -> None:
         decode_image(bomb)
     assert caught.value.kind is ImageErrorKind.TOO_MANY_PIXELS
     assert "1,600,000,000 pixels" in str(caught.value)
-    assert "40,000,000" in str(caught.value)
+    assert f"{DEFAULT_MAX_PIXELS:,}" in str(caught.value)
 
 
 def test_canvas_above_limit_but_below_pillow_bomb_guard_names_its_size() -> None:
@@ -209,3 +219,134 @@ def test_damaged_real_png_gives_an_image_or_the_clear_error(offset: int, junk: b
     damaged = base[:offset] + junk + base[offset + len(junk) :]
     with contextlib.suppress(InvalidImageError):
         assert decode_image(damaged).mode == "RGB"
+
+
+# Large images: reduced to what the model needs, with no second full-size copy and the same pixels.
+
+
+def _random_image(mode: str, size: tuple[int, int], seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    width, height = size
+    if mode in {"I;16", "I", "F"}:
+        top = {"I;16": 65535, "I": 40000, "F": 300.0}[mode]
+        values = rng.integers(0, top, (height, width)).astype({"I;16": "<u2", "I": "<i4", "F": "<f4"}[mode])
+        return Image.fromarray(values, mode=None).convert(mode) if mode != "I;16" else Image.fromarray(values)
+    rgba = Image.fromarray(rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA")
+    if mode == "P":
+        return rgba.convert("RGB").quantize(64)
+    return rgba.convert(mode)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "params"),
+    [
+        ("RGB", "PNG", {}),
+        ("RGBA", "PNG", {}),
+        ("LA", "PNG", {}),
+        ("P", "PNG", {"transparency": 3}),
+        ("P", "PNG", {}),
+        ("1", "PNG", {}),
+        ("L", "PNG", {}),
+        ("I;16", "PNG", {}),
+        ("I", "TIFF", {}),
+        ("F", "TIFF", {}),
+        ("CMYK", "TIFF", {}),
+    ],
+)
+def test_large_images_are_reduced_to_exactly_the_pixels_of_converting_first(
+    mode: str, fmt: str, params: dict[str, object]
+) -> None:
+    # 1801x1399: factors 4 and 3 for a 448 minimum, partial blocks at the right and bottom edges,
+    # and several strips, so every seam of the strip-by-strip path is crossed.
+    data = encode(_random_image(mode, (1801, 1399)), fmt, **params)
+    reduced = decode_image(data, min_side=448)
+    reference = decode_image(data).reduce((4, 3))  # the whole image converted first, then reduced
+    assert reduced.mode == "RGB"
+    assert reduced.size == reference.size == (451, 467)
+    assert np.array_equal(np.asarray(reduced), np.asarray(reference))
+
+
+def test_a_large_photo_keeps_at_least_the_minimum_side_and_turns_upright(cat_image: Image.Image) -> None:
+    big = cat_image.resize((2400, 1800))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(big.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=90, exif=exif.tobytes())
+    decoded = decode_image(data, min_side=448)
+    width, height = decoded.size
+    assert width > height  # upright again: stored 1800x2400, shown 2400x1800
+    assert min(width, height) >= 448
+    assert max(width, height) < 2 * 448 * 2
+    assert width / height == pytest.approx(2400 / 1800, rel=0.02)
+
+
+@pytest.mark.parametrize(
+    ("mode", "params"),
+    [("RGB", {"quality": 80}), ("RGB", {"lossless": True}), ("RGBA", {"quality": 80})],
+    ids=["lossy", "lossless", "alpha"],
+)
+def test_webp_size_is_read_from_the_header_before_opening(
+    cat_image: Image.Image, mode: str, params: dict[str, object]
+) -> None:
+    image = cat_image.convert(mode).resize((1234, 567))
+    data = encode(image, "WEBP", **params)
+    assert _webp_size(data) == (1234, 567)
+    animated = encode(image, "WEBP", save_all=True, append_images=[image.rotate(90)], **params)
+    assert _webp_size(animated) == (1234, 567)
+
+
+def test_an_image_that_alone_exceeds_the_decoding_budget_is_refused_with_numbers() -> None:
+    data = png_image(4000, 4000, bit_depth=16, color_type=0)
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(data, budget=MemoryBudget(40 << 20))
+    assert caught.value.kind is ImageErrorKind.TOO_MANY_PIXELS
+    assert "4000x4000 PNG" in str(caught.value)
+    assert "over the decoding budget of 42 MB" in str(caught.value)
+    assert decode_image(data, min_side=448, budget=MemoryBudget(128 << 20)).size == (500, 500)
+
+
+# One case per decoder, run in a fresh process so that its peak resident memory (VmHWM, reset through
+# /proc/self/clear_refs) is this decode's and nothing else's.
+PEAK_CASES = {
+    "png 16-bit gray": "png_image(N, N, bit_depth=16, color_type=0)",
+    "png rgba": "png_image(N, N, bit_depth=8, color_type=6)",
+    "png rgba interlaced": "png_image(N, N, bit_depth=8, color_type=6, interlace=True)",
+    "png palette": "png_image(N, N, bit_depth=8, color_type=3)",
+    "jpeg progressive": "encode(Image.new('RGB', (N, N), (9, 99, 199)), 'JPEG', progressive=True)",
+    "webp": "encode(Image.new('RGB', (N, N), (9, 99, 199)), 'WEBP', quality=80)",
+    "tiff": "encode(Image.new('RGBA', (N, N)), 'TIFF', compression='tiff_deflate')",
+    "gif": "encode(Image.new('P', (N, N)), 'GIF')",
+}
+PEAK_SCRIPT = """
+import sys
+from PIL import Image
+from tests.images import encode, png_image
+from cats_dogs_other.inference import decode
+from cats_dogs_other.inference.budget import MemoryBudget
+
+N = 4000
+data = {expression}
+reserved = []
+budget = MemoryBudget(1 << 40)
+original = budget.reserve
+budget.reserve = lambda n: (reserved.append(n), original(n))[1]
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+open("/proc/self/clear_refs", "w").write("5")
+before = status("VmRSS:")
+decode.decode_image(data, min_side=448, budget=budget)
+print(status("VmHWM:") - before, reserved[0])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(PEAK_CASES))
+def test_the_reserved_bytes_cover_the_real_peak_memory_of_decoding(case: str) -> None:
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip(reason="needs Linux /proc to read a process's peak memory")
+    script = PEAK_SCRIPT.format(expression=PEAK_CASES[case])
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=True
+    )
+    peak, reserved = (int(x) / 2**20 for x in done.stdout.split())
+    assert peak <= reserved, f"{case}: decoding peaked at {peak:.1f} MiB, {reserved:.1f} MiB were reserved"
+    assert peak > reserved / 10, f"{case}: {reserved:.1f} MiB reserved is far above the {peak:.1f} MiB used"

@@ -25,7 +25,7 @@ from cats_dogs_other.auth import JwksCache, TokenValidator
 from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.logs import configure_logging
-from cats_dogs_other.memory import limit_malloc_arenas
+from cats_dogs_other.memory import configure_malloc
 from cats_dogs_other.models.source import ModelSource, resolve_model
 from cats_dogs_other.observability.tracing import tracing_from_environment
 from cats_dogs_other.settings import Settings
@@ -82,7 +82,7 @@ def create_app_from_env() -> FastAPI:
     """For `uvicorn --factory` and multi-worker serving: every worker builds its app from the environment."""
     settings = Settings()
     configure_logging(settings.log_level)  # a spawned worker starts with Python's default logging
-    limit_malloc_arenas()
+    configure_malloc()
     return create_app(settings)
 
 
@@ -208,6 +208,6 @@ def _openapi_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
 
 async def _warm_up(runtime: Runtime) -> None:
     assert runtime.classifier is not None
-    await anyio.to_thread.run_sync(runtime.classifier.warm_up)
+    await anyio.to_thread.run_sync(runtime.classifier.warm_up, runtime.settings.batch_max_size)
     runtime.ready = True
     log.info("model warmed up; ready")

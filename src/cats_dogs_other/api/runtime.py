@@ -33,7 +33,12 @@ class Runtime:
         settings = self.settings
         batching = BatchingConfig(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max)
         self.inference = InferenceService(
-            classifier, settings.max_pixels, batching, self.metrics, self.tracer
+            classifier,
+            settings.max_pixels,
+            batching,
+            self.metrics,
+            self.tracer,
+            decode_memory_bytes=settings.decode_memory_bytes,
         )
         self.metrics.model_info.labels(
             classifier.name, source.uri, classifier.sha256, source.details.get("version", "")

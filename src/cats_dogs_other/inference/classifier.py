@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from cats_dogs_other.cpu import available_cores
+from cats_dogs_other.inference.budget import MemoryBudget
 from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS, InvalidImageError, decode_image
 from cats_dogs_other.inference.preprocess import to_input_array
 from cats_dogs_other.inference.runners import KerasRunner, ModelRunner, OnnxRunner
@@ -52,7 +53,8 @@ class ImageClassifier:
         self.max_pixels = max_pixels
         self.sha256 = file_sha256(model_path)
         spec = card.preprocessing
-        self._draft_size = (spec.width * 2, spec.height * 2)
+        # Decode no smaller than twice the model input: the antialiased resize then sees enough pixels.
+        self.min_side = 2 * max(spec.width, spec.height)
         width = runner.output_width()
         if width is not None and width != len(card.labels):
             raise ModelLoadError(
@@ -101,9 +103,11 @@ class ImageClassifier:
     def labels(self) -> list[str]:
         return self.card.labels
 
-    def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+    def decode(
+        self, data: bytes, max_pixels: int | None = None, budget: MemoryBudget | None = None
+    ) -> np.ndarray:
         """Bytes to one model input (no batch axis). Raises InvalidImageError for bad input."""
-        image = decode_image(data, max_pixels or self.max_pixels, self._draft_size)
+        image = decode_image(data, max_pixels or self.max_pixels, self.min_side, budget)
         return to_input_array(image, self.card.preprocessing)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -133,8 +137,11 @@ class ImageClassifier:
         rows = iter(self.run(np.stack(good))) if good else iter(())
         return [d if isinstance(d, InvalidImageError) else self.to_prediction(next(rows)) for d in decoded]
 
-    def warm_up(self) -> None:
-        """One inference on a blank image, so the first real request does not pay for lazy initialisation."""
+    def warm_up(self, batch_size: int = 1) -> None:
+        """Inference on blank images at the largest batch size, so that neither the first request nor the
+        first full batch pays for lazy initialisation or for growing ONNX Runtime's memory arena."""
         spec = self.card.preprocessing
         blank = to_input_array(Image.new("RGB", (spec.width, spec.height), (127, 127, 127)), spec)
         self.run(blank[np.newaxis])
+        if batch_size > 1:
+            self.run(np.stack([blank] * batch_size))

@@ -1,24 +1,68 @@
-"""Bytes to an upright RGB image, or one clear error.
+"""Bytes to an upright RGB image no larger than the model needs, or one clear error.
 
 Content is sniffed from the bytes (Pillow's format detection), never taken from a file name or header.
-The pixel count is checked from the header, before any pixel is decoded, so a small file that declares a
-huge canvas costs nothing.
+Memory is bounded before anything is decoded:
+- the pixel count is checked from the header, so a small file that declares a huge canvas costs nothing;
+- a JPEG is decoded at a reduced scale (libjpeg's draft mode) when it is much larger than the model input;
+- the bytes the decoded pixels will take (`decode_cost`) are reserved from a `MemoryBudget` shared by all
+  decode threads, and an image that alone would exceed it is refused;
+- only the decoded raster is ever full size: it is reduced by an integer box filter to no less than
+  `min_side` per axis, and mode conversion, transparency, 16-bit scaling and EXIF orientation are
+  applied strip by strip or after reducing, so no second full-size copy exists.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
 import struct
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from enum import StrEnum
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from cats_dogs_other.inference.budget import MemoryBudget
 
 # What cameras, browsers and phones produce (JPEG covers MPO); Pillow also reads PDF, EPS, ICO...: refused.
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-DEFAULT_MAX_PIXELS = 40_000_000
+# Pillow keeps at most 4 bytes per pixel (RGB is stored as RGBX).
+RASTER_BYTES_PER_PIXEL = 4
+DEFAULT_DECODE_MEMORY_BYTES = 192 << 20  # docs/decisions.md: how the pod's 768 MiB are shared
+# libwebp decodes into a buffer of its own before Pillow copies it; libtiff reads a whole strip or tile,
+# which may be the whole image: both hold the pixels twice.
+DOUBLE_BUFFERED_FORMATS = frozenset({"WEBP", "TIFF"})
+# Rows are converted this many pixels at a time: a few MB of temporaries, whatever the image size.
+STRIP_PIXELS = 1 << 18
+STRIP_BYTES_PER_PIXEL = 24  # crop, alpha composite, conversion and 16-bit scaling temporaries
+# libwebp's animation decoder keeps two canvases from Image.open on, then Pillow copies the frame out as
+# bytes and into its raster: four copies of 4 bytes per pixel (measured: 600 MiB for 40 megapixels).
+WEBP_BYTES_PER_PIXEL = 16
+DECODER_WORKSPACE_BYTES = 4 << 20  # zlib, libjpeg and libtiff state, Python objects
+
+
+def max_pixels_for(decode_memory_bytes: int) -> int:
+    """The largest pixel count (in whole millions) whose worst-case decode fits the budget alone."""
+    usable = decode_memory_bytes - STRIP_PIXELS * STRIP_BYTES_PER_PIXEL - DECODER_WORKSPACE_BYTES
+    return max(1_000_000, usable // RASTER_BYTES_PER_PIXEL // 1_000_000 * 1_000_000)
+
+
+DEFAULT_MAX_PIXELS = max_pixels_for(DEFAULT_DECODE_MEMORY_BYTES)  # 47 million
+ORIENTATION_TAG = 0x0112
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_WIDE = _SIXTEEN_BIT | {"I", "F"}
+_WITH_ALPHA = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 
 
 class ImageErrorKind(StrEnum):
@@ -37,16 +81,122 @@ class InvalidImageError(ValueError):
 
 
 def decode_image(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: tuple[int, int] | None = None
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None,
+    budget: MemoryBudget | None = None,
 ) -> Image.Image:
     """Decode the first frame of an image file into an upright 8-bit RGB image.
 
-    `draft_size` lets a JPEG decode at a reduced scale no smaller than that size: decoding a 12-megapixel
-    photo at 1/4 or 1/8 scale is several times faster, and since the image is downsampled with antialiasing
-    afterwards, the model input barely changes. Pass at least twice the model's input size.
+    `min_side` (pass twice the model input's longer side) lets a large image be decoded or reduced to
+    no less than that many pixels per axis; the model's antialiased resize comes afterwards, so its
+    input barely changes. Without it the image keeps its full size.
     """
     if not data:
         raise InvalidImageError(ImageErrorKind.EMPTY, "The file is empty (0 bytes).")
+    webp_size = _webp_size(data)
+    if webp_size is not None:
+        # libwebp allocates its canvas inside Image.open: check and reserve before opening.
+        _check_pixels(webp_size, max_pixels)
+        cost = _fixed_cost(webp_size, webp_size[0] * webp_size[1] * WEBP_BYTES_PER_PIXEL)
+        with _reserved(budget, cost, webp_size, "WebP"):
+            return _decode(_open(data, max_pixels), min_side, max_pixels)
+    image = _open(data, max_pixels)
+    declared = image.size
+    try:
+        image.seek(0)
+        if min_side is not None and image.format == "JPEG":
+            image.draft(None, (min_side, min_side))
+        cost = decode_cost(image, declared)
+    except BaseException:
+        image.close()
+        raise
+    with _reserved(budget, cost, image.size, str(image.format)):
+        return _decode(image, min_side, max_pixels)
+
+
+def decode_cost(image: Image.Image, declared: tuple[int, int]) -> int:
+    """Bytes decoding this opened (and possibly drafted) image holds at its peak: its raster, a second
+    copy for decoders that keep one, libjpeg's full-size coefficients for a progressive JPEG (kept
+    whatever the draft scale), strip temporaries and the decoder's own workspace."""
+    width, height = image.size
+    raster = width * height * RASTER_BYTES_PER_PIXEL
+    if image.format in DOUBLE_BUFFERED_FORMATS:
+        raster *= 2
+    if image.format == "JPEG" and image.info.get("progressive"):
+        raster += _jpeg_coefficient_bytes(image, declared)
+    return _fixed_cost((width, height), raster)
+
+
+def _fixed_cost(size: tuple[int, int], raster: int) -> int:
+    return raster + min(size[0] * size[1], STRIP_PIXELS) * STRIP_BYTES_PER_PIXEL + DECODER_WORKSPACE_BYTES
+
+
+def _jpeg_coefficient_bytes(image: Image.Image, declared: tuple[int, int]) -> int:
+    """A progressive JPEG keeps every DCT coefficient (int16) of every component, at full size."""
+    layers = getattr(image, "layer", None) or [("", 1, 1, 0)] * len(image.getbands())
+    h_max = max(layer[1] for layer in layers)
+    v_max = max(layer[2] for layer in layers)
+    total = 0
+    for _, h, v, _ in layers:
+        columns = math.ceil(math.ceil(declared[0] * h / h_max) / 8) * 8
+        rows = math.ceil(math.ceil(declared[1] * v / v_max) / 8) * 8
+        total += columns * rows * 2
+    return total
+
+
+def _reserved(
+    budget: MemoryBudget | None, cost: int, size: tuple[int, int], kind: str
+) -> AbstractContextManager[None]:
+    if budget is None:
+        return nullcontext()
+    if cost > budget.capacity:
+        raise InvalidImageError(
+            ImageErrorKind.TOO_MANY_PIXELS,
+            f"The image is too large to decode ({size[0]}x{size[1]} {kind}): it needs about "
+            f"{cost / 1e6:,.0f} MB, over the decoding budget of {budget.capacity / 1e6:,.0f} MB.",
+        )
+    return budget.reserve(cost)
+
+
+def _decode(image: Image.Image, min_side: int | None, max_pixels: int) -> Image.Image:
+    """Load the opened image, reduce and convert it, and turn it upright; closes it."""
+    width, height = image.size
+    result = None
+    try:
+        image.load()
+        orientation = image.getexif().get(ORIENTATION_TAG)
+        rgb = _reduced_rgb(image, min_side)
+        method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+        result = rgb.transpose(method) if method is not None else rgb
+        return result
+    except Image.DecompressionBombError as exc:
+        raise _too_many_pixels(width * height, max_pixels, (width, height)) from exc
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
+        raise InvalidImageError(
+            ImageErrorKind.CORRUPT, f"The {image.format} image is corrupt or truncated and cannot be decoded."
+        ) from exc
+    finally:
+        if result is not image:  # an RGB image that needed no change is returned as it was decoded
+            image.close()
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a WebP's RIFF header (VP8X, VP8L or VP8 chunk), without decoding."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    raise InvalidImageError(ImageErrorKind.CORRUPT, "The WebP image's header is corrupt.")
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             # Pillow warns (rather than raises) between 1x and 2x its own bomb limit; ours is checked below.
@@ -61,26 +211,20 @@ def decode_image(
             ImageErrorKind.UNSUPPORTED,
             "Not a supported image: expected JPEG, PNG, WebP, GIF, BMP or TIFF content.",
         ) from exc
-    width, height = image.size
+    try:
+        _check_pixels(image.size, max_pixels)
+    except InvalidImageError:
+        image.close()
+        raise
+    return image
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
     if width * height > max_pixels:
         raise _too_many_pixels(width * height, max_pixels, (width, height))
     if width == 0 or height == 0:
         raise InvalidImageError(ImageErrorKind.CORRUPT, "The image has no pixels.")
-    try:
-        image.seek(0)
-        if draft_size is not None and image.format == "JPEG":
-            image.draft(None, draft_size)
-        image.load()
-        upright = ImageOps.exif_transpose(image)
-        return _to_rgb(upright)
-    except Image.DecompressionBombError as exc:
-        raise _too_many_pixels(width * height, max_pixels, (width, height)) from exc
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
-        raise InvalidImageError(
-            ImageErrorKind.CORRUPT, f"The {image.format} image is corrupt or truncated and cannot be decoded."
-        ) from exc
-    finally:
-        image.close()
 
 
 def _too_many_pixels(
@@ -94,20 +238,50 @@ def _too_many_pixels(
     )
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _reduced_rgb(image: Image.Image, min_side: int | None) -> Image.Image:
+    """The loaded image as RGB, box-reduced per axis by the largest integer factor that keeps `min_side`.
+
+    Converting strip by strip and reducing each strip gives exactly the pixels of converting the whole
+    image and then reducing it (strips are whole multiples of the vertical factor).
+    """
+    width, height = image.size
+    fx = max(1, width // min_side) if min_side else 1
+    fy = max(1, height // min_side) if min_side else 1
+    top = _sixteen_bit_top(image)
+    if fx == fy == 1:
+        return _to_rgb(image, top)
+    if image.mode in {"RGB", "L"}:  # no conversion needed at full size: reduce the raster directly
+        return _to_rgb(image.reduce((fx, fy)), top)
+    reduced = Image.new("RGB", (math.ceil(width / fx), math.ceil(height / fy)))
+    rows = fy * max(1, STRIP_PIXELS // (width * fy))
+    for y in range(0, height, rows):
+        strip = _to_rgb(image.crop((0, y, width, min(height, y + rows))), top)
+        reduced.paste(strip.reduce((fx, fy)), (0, y // fy))
+    return reduced
+
+
+def _sixteen_bit_top(image: Image.Image) -> float:
+    """The value that maps to white for 16-bit, 32-bit and float images (from the whole image)."""
+    if image.mode in _SIXTEEN_BIT:
+        return 65535.0
+    if image.mode in {"I", "F"}:
+        extrema = image.getextrema()
+        highest = extrema[1] if isinstance(extrema, tuple) else 0
+        return 65535.0 if float(highest) > 255 else 255.0  # type: ignore[arg-type]
+    return 255.0
+
+
+def _to_rgb(image: Image.Image, top: float = 255.0) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: transparency over white, 16-bit and float scaled rather than clipped."""
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode in {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}:
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        gray = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if mode in _WIDE:
+        values = np.asarray(image, dtype=np.float32)
+        gray = np.clip(values * np.float32(255.0 / top) + np.float32(0.5), 0, 255).astype(np.uint8)
         return Image.fromarray(gray).convert("RGB")
-    if (mode == "P" and "transparency" in image.info) or mode in {"LA", "La", "PA", "RGBa"}:
+    if (mode == "P" and "transparency" in image.info) or mode in _WITH_ALPHA:
         image = image.convert("RGBA")
-        mode = "RGBA"
-    if mode == "RGBA":
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, image).convert("RGB")
     return image.convert("RGB")

@@ -3,6 +3,8 @@
 Each request decodes in a thread of its own (Pillow releases the GIL), so one request's decode overlaps
 another's inference; decoded inputs then go through the `MicroBatcher`, which runs one model call at a
 time over everything queued, because ONNX Runtime already spreads one call over every core.
+Decode threads share one `MemoryBudget`: many large images, in one request or across clients, wait
+their turn instead of being decoded all at once.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from opentelemetry import trace
 
 from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.batching import MicroBatcher, QueueFullError
+from cats_dogs_other.inference.budget import MemoryBudget
 from cats_dogs_other.inference.classifier import ImageClassifier, Prediction
-from cats_dogs_other.inference.decode import InvalidImageError
+from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES, InvalidImageError
 from cats_dogs_other.observability.metrics import ServiceMetrics
 
 
@@ -41,8 +44,10 @@ class InferenceService:
         batching: BatchingConfig | None = None,
         metrics: ServiceMetrics | None = None,
         tracer: trace.Tracer | None = None,
+        decode_memory_bytes: int = DEFAULT_DECODE_MEMORY_BYTES,
     ) -> None:
         self.classifier = classifier
+        self.budget = MemoryBudget(decode_memory_bytes)
         self.tracer = tracer or trace.NoOpTracer()
         self.max_pixels = max_pixels or classifier.max_pixels
         batching = batching or BatchingConfig()
@@ -63,6 +68,7 @@ class InferenceService:
             self.batcher.on_batch = metrics.observe_batch
             metrics.queue_depth.set_function(lambda: self.batcher.depth)
             metrics.in_flight.set_function(lambda: self.in_flight)
+            metrics.decode_memory.set_function(lambda: self.budget.in_use)
 
     @contextmanager
     def admission(self) -> Iterator[None]:
@@ -90,7 +96,7 @@ class InferenceService:
         try:
             with self.tracer.start_as_current_span("decode", attributes={"image.bytes": len(data)}):
                 return await anyio.to_thread.run_sync(
-                    self.classifier.decode, data, self.max_pixels, limiter=self._decoders
+                    self.classifier.decode, data, self.max_pixels, self.budget, limiter=self._decoders
                 )
         finally:
             self.decoding -= 1

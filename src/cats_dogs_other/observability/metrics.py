@@ -51,6 +51,11 @@ class ServiceMetrics:
             "Prediction requests admitted and not yet answered (bounded by QUEUE_MAX).",
             registry=r,
         )
+        self.decode_memory = Gauge(
+            "cdo_decode_memory_reserved_bytes",
+            "Bytes reserved by images being decoded (bounded by DECODE_MEMORY_BYTES).",
+            registry=r,
+        )
         self.auth_failures = Counter(
             "cdo_auth_failures", "Requests refused by the token check, by reason.", ["reason"], registry=r
         )
