@@ -75,7 +75,7 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from pydantic import ValidationError
 
     from cats_dogs_other.api.app import create_app, load_classifier
-    from cats_dogs_other.api.server import DrainingServer, HeaderTimeoutProtocol
+    from cats_dogs_other.api.server import DrainingServer, LimitedHttpProtocol, ProtocolLimits
     from cats_dogs_other.logs import configure_logging
     from cats_dogs_other.memory import configure_malloc
     from cats_dogs_other.settings import Settings
@@ -115,10 +115,9 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "server_header": False,
         "timeout_keep_alive": 5,
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
-        "http": "cats_dogs_other.api.server:HeaderTimeoutProtocol",
+        "http": "cats_dogs_other.api.server:LimitedHttpProtocol",
     }
-    os.environ["HEADER_TIMEOUT_SECONDS"] = str(settings.header_timeout_seconds)
-    HeaderTimeoutProtocol.timeout_seconds = settings.header_timeout_seconds
+    LimitedHttpProtocol.limits = ProtocolLimits.from_settings(settings)
     if settings.workers == 1:
         app = create_app(settings, classifier, source)
         DrainingServer(

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES, max_pixels_for
 
+KiB = 1024
 MiB = 1024 * 1024
 
 
@@ -41,6 +42,11 @@ class Settings(BaseSettings):
         description="Largest image accepted, in pixels (width x height); default: the most that fits "
         "DECODE_MEMORY_BYTES at 4 bytes per pixel (47,000,000).",
     )
+    body_memory_bytes: int = Field(
+        64 * MiB,
+        ge=1 * MiB,
+        description="Bytes of request bodies being received or held at once; past it, 503 with Retry-After.",
+    )
     max_files_per_request: int = Field(16, gt=0, description="Most files one POST /predict may carry.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     cors_origins: Annotated[list[str], NoDecode] = Field(
@@ -62,7 +68,17 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(
         10.0, gt=0, description="Longest a client may take to send headers."
     )
+    max_header_bytes: int = Field(
+        32 * KiB, ge=1 * KiB, description="Most bytes of request line and headers; past it, 431 and close."
+    )
+    max_header_count: int = Field(100, ge=8, description="Most header lines in a request; past it, 431.")
+    max_connections: int = Field(
+        512, ge=1, description="Open connections per process; past it, new ones get 503 and are closed."
+    )
     body_timeout_seconds: float = Field(30.0, gt=0, description="Longest wait for the next chunk of a body.")
+    body_deadline_seconds: float = Field(
+        120.0, gt=0, description="Longest a whole request body may take to arrive; past it, 408."
+    )
     auth_disabled: bool = Field(False, description="Serve predictions without tokens (local demos only).")
     oauth2_issuer: str | None = Field(
         None, description="The token issuer (`iss`), e.g. https://tenant.auth0.com/"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from cats_dogs_other.api import create_app
-from cats_dogs_other.api.server import DrainingServer, HeaderTimeoutProtocol
+from cats_dogs_other.api.server import DrainingServer, LimitedHttpProtocol, ProtocolLimits
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.settings import Settings
 from tests.api.conftest import ServeProcess, serve_command
@@ -74,9 +74,10 @@ def test_real_process_drains_on_sigterm_and_exits_cleanly(
 def test_slow_headers_get_the_connection_closed(
     classifier: ImageClassifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(HeaderTimeoutProtocol, "timeout_seconds", 0.5)
-    app = create_app(Settings(auth_disabled=True), classifier)
-    config = ServerThread.config(app, http=HeaderTimeoutProtocol)
+    settings = Settings(auth_disabled=True, header_timeout_seconds=0.5)
+    monkeypatch.setattr(LimitedHttpProtocol, "limits", ProtocolLimits.from_settings(settings))
+    app = create_app(settings, classifier)
+    config = ServerThread.config(app, http=LimitedHttpProtocol)
     with ServerThread(app, __import__("uvicorn").Server(config)) as base_url:
         port = socket_port(base_url)
         for opening in (b"", b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Ty"):

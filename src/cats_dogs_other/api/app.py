@@ -16,7 +16,12 @@ from fastapi.openapi.utils import get_openapi
 from opentelemetry import trace
 
 from cats_dogs_other import __version__
-from cats_dogs_other.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from cats_dogs_other.api.middleware import (
+    BodyBudget,
+    BodyLimitMiddleware,
+    CancelOnDisconnectMiddleware,
+    RequestContextMiddleware,
+)
 from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from cats_dogs_other.api.routes import router
 from cats_dogs_other.api.runtime import Runtime
@@ -168,11 +173,16 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    body_budget = BodyBudget(settings.body_memory_bytes)
+    runtime.metrics.body_memory.set_function(lambda: body_budget.in_use)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_upload_bytes,
         chunk_timeout_seconds=settings.body_timeout_seconds,
+        deadline_seconds=settings.body_deadline_seconds,
+        budget=body_budget,
     )
+    app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(
         RequestContextMiddleware, metrics=runtime.metrics, tracer=runtime.tracer
     )  # outermost: ids, logs, metrics

@@ -7,7 +7,9 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 
+import anyio
 from opentelemetry import trace
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -17,6 +19,7 @@ from cats_dogs_other.api.problems import INTERNAL_ERROR_DETAIL, problem
 from cats_dogs_other.observability.metrics import ServiceMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer
 BODY_TAIL_BYTES = 128
 # An incoming id is echoed into logs and headers, so only a short, plain token is trusted.
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
@@ -86,6 +89,8 @@ class RequestContextMiddleware:
             if route:
                 span.update_name(f"{scope['method']} {route}")
                 span.set_attribute("http.route", route)
+            if not response_started and scope.get("state", {}).get("client_disconnected"):
+                status = CLIENT_CLOSED_REQUEST
             span.set_attribute("http.response.status_code", status)
             span.end()
             elapsed = time.perf_counter() - started
@@ -111,23 +116,62 @@ class RequestContextMiddleware:
             )
 
 
-class BodyLimitMiddleware:
-    """Refuses request bodies over `max_bytes` while they stream in, so no unbounded body is ever held,
-    and bodies that stall (no chunk for `chunk_timeout_seconds`) with 408, so slow clients cannot pin us.
+@dataclass
+class BodyBudget:
+    """Bytes of request bodies being received or held, across the process (`BODY_MEMORY_BYTES`).
 
-    A declared `Content-Length` over the limit is answered at once, before any byte is read; a chunked or
-    lying body is cut off as soon as the running count passes the limit. Both answers are problem+json
-    (FastAPI's own `max_body_size` answers plain text when a Content-Length is declared).
+    The event loop is the only writer, so a plain counter is enough.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, chunk_timeout_seconds: float = 30.0) -> None:
+    capacity: int
+    in_use: int = 0
+
+    def take(self, nbytes: int) -> bool:
+        if self.in_use + nbytes > self.capacity:
+            return False
+        self.in_use += nbytes
+        return True
+
+    def give_back(self, nbytes: int) -> None:
+        self.in_use -= nbytes
+
+
+class BodyLimitMiddleware:
+    """Bounds every request body in size, in time and, across requests, in memory.
+
+    - Over `max_bytes`: 413. A declared `Content-Length` is answered at once, before any byte is read;
+      a chunked or lying body is cut off as soon as the running count passes the limit.
+    - No chunk for `chunk_timeout_seconds`, or the whole body not in within `deadline_seconds`: 408, so
+      neither a stalled nor a trickling client can pin a connection and its admission slot.
+    - The bytes of all bodies in flight are held to `budget`: a declared length is reserved before the
+      body is read, an undeclared one as it arrives; past it, 503 with Retry-After.
+    All answers are problem+json (FastAPI's own `max_body_size` answers plain text with a Content-Length).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        chunk_timeout_seconds: float = 30.0,
+        deadline_seconds: float = 120.0,
+        budget: BodyBudget | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.chunk_timeout = chunk_timeout_seconds
+        self.deadline = deadline_seconds
+        self.budget = budget or BodyBudget(capacity=max_bytes * 8)
 
     def _too_large(self) -> HTTPException:
         return HTTPException(
             413, f"The request body is larger than the limit of {self.max_bytes:,} bytes (MAX_UPLOAD_BYTES)."
+        )
+
+    def _busy(self) -> HTTPException:
+        return HTTPException(
+            503,
+            "The service is receiving as many request bodies as its memory allows; retry shortly.",
+            {"Retry-After": "1"},
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -135,23 +179,33 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            request = Request(scope)
-            await problem(413, str(self._too_large().detail), request, headers={"Connection": "close"})(
-                scope, receive, send
-            )
+        declared_size = int(declared) if declared is not None and declared.isdigit() else None
+        if declared_size is not None and declared_size > self.max_bytes:
+            await self._answer(self._too_large(), scope, receive, send, {"Connection": "close"})
+            return
+        reserved = declared_size or 0
+        if not self.budget.take(reserved):
+            await self._answer(self._busy(), scope, receive, send, {"Connection": "close"})
             return
         received = 0
+        started: float | None = None
         state = scope.setdefault("state", {})
         state["body_tail"] = b""  # the last bytes, to tell a complete multipart body from a truncated one
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, reserved, started
+            now = time.monotonic()
+            started = now if started is None else started
+            left = started + self.deadline - now
             try:
-                message = await asyncio.wait_for(receive(), self.chunk_timeout)
+                message = await asyncio.wait_for(receive(), max(0.0, min(self.chunk_timeout, left)))
             except TimeoutError:
+                late = left <= self.chunk_timeout
                 raise HTTPException(
-                    408, f"The request body stalled for over {self.chunk_timeout:g} s."
+                    408,
+                    f"The request body took over {self.deadline:g} s to arrive."
+                    if late
+                    else f"The request body stalled for over {self.chunk_timeout:g} s.",
                 ) from None
             if message["type"] == "http.request":
                 chunk = message.get("body", b"")
@@ -159,6 +213,71 @@ class BodyLimitMiddleware:
                 state["body_tail"] = (state["body_tail"] + chunk)[-BODY_TAIL_BYTES:]
                 if received > self.max_bytes:
                     raise self._too_large()  # FastAPI re-raises HTTPException to the problem handlers
+                if received > reserved:
+                    if not self.budget.take(received - reserved):
+                        raise self._busy()
+                    reserved = received
             return message
 
-        await self.app(scope, counting_receive, send)
+        try:
+            await self.app(scope, counting_receive, send)
+        finally:
+            self.budget.give_back(reserved)
+
+    async def _answer(
+        self, error: HTTPException, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        response = problem(
+            error.status_code, str(error.detail), Request(scope), headers={**(error.headers or {}), **headers}
+        )
+        await response(scope, receive, send)
+
+
+class CancelOnDisconnectMiddleware:
+    """Stops a request's work when its client leaves before the answer is sent.
+
+    Once the app has read the whole body, the connection is watched; a disconnect cancels the request
+    (and, through its task group, every image still being decoded or queued for it), so a client that
+    gave up does not keep the model busy. The request is logged with status 499, nginx's "client closed
+    request". Sits outside the body-limit middleware, so the watch reads Uvicorn's receive directly.
+    The watching task starts only once the body is read: requests refused before (401, 503) pay for
+    nothing but a cancel scope.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        answered = False
+        watcher: asyncio.Task[None] | None = None
+
+        with anyio.CancelScope() as request_scope:
+
+            async def watch() -> None:
+                message = await receive()
+                if message["type"] == "http.disconnect" and not answered:
+                    scope.setdefault("state", {})["client_disconnected"] = True
+                    request_scope.cancel()
+
+            async def tracking_receive() -> Message:
+                nonlocal watcher
+                message = await receive()
+                body_read = message["type"] != "http.request" or not message.get("more_body", False)
+                if body_read and watcher is None:  # only now: a request refused earlier costs no task
+                    watcher = asyncio.create_task(watch(), name="disconnect-watch")
+                return message
+
+            async def tracking_send(message: Message) -> None:
+                nonlocal answered
+                if message["type"] == "http.response.body" and not message.get("more_body", False):
+                    answered = True
+                await send(message)
+
+            try:
+                await self.app(scope, tracking_receive, tracking_send)
+            finally:
+                if watcher is not None:
+                    watcher.cancel()

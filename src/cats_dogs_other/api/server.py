@@ -1,59 +1,179 @@
-"""Uvicorn, with the two things a service behind a load balancer needs that it lacks out of the box.
+"""Uvicorn, with what a service facing the internet needs and Uvicorn lacks out of the box.
 
 - Draining: on SIGTERM `/ready` turns 503 first while requests are still served, for
   `shutdown_drain_seconds`, so load balancers and Kubernetes stop sending traffic; only then does Uvicorn's
   own graceful shutdown run (stop accepting, let in-flight requests finish within
   `shutdown_grace_seconds`, run the lifespan shutdown).
-- A header timeout: Uvicorn waits forever for the headers of a request, so a client that opens
-  connections and dribbles bytes (slowloris) could pin them; here a request whose headers are not complete
-  within `header_timeout_seconds` gets its connection closed.
+- Limits before the app, in the HTTP protocol (`LimitedHttpProtocol`): Uvicorn and httptools put no bound
+  on the headers of a request (two clients streaming header lines took the process to 3 GiB), nor on the
+  number of connections, nor on the time headers take (slowloris). Here the request line and headers are
+  capped in bytes and lines (431 and close), the connections of a process are capped (503 and close),
+  and headers not complete within `header_timeout_seconds` get the connection closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import os
 import threading
+from dataclasses import dataclass
+from http import HTTPStatus
 from types import FrameType
+from typing import ClassVar
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cats_dogs_other.api.runtime import Runtime
+from cats_dogs_other.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """Closes connections whose request headers take longer than `timeout_seconds` to arrive.
+@dataclass(frozen=True)
+class ProtocolLimits:
+    header_timeout_seconds: float
+    max_header_bytes: int
+    max_header_count: int
+    max_connections: int
 
-    A class attribute read from HEADER_TIMEOUT_SECONDS at import, so that worker processes, which import
-    it by name (`cats_dogs_other.api.server:HeaderTimeoutProtocol`), get the same value.
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProtocolLimits:
+        return cls(
+            settings.header_timeout_seconds,
+            settings.max_header_bytes,
+            settings.max_header_count,
+            settings.max_connections,
+        )
+
+
+# Requests a client may send ahead on one connection before reading answers; real clients rarely
+# pipeline at all, and Uvicorn keeps every queued request in memory.
+MAX_PIPELINED_REQUESTS = 64
+
+
+class _RefusedError(Exception):
+    """Raised in a parser callback to stop httptools; `send_400_response` then answers `_refusal`."""
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """Uvicorn's httptools protocol with header, connection and header-time limits.
+
+    Header bytes are counted as they arrive, before httptools buffers them: data is fed in slices no
+    larger than what the headers may still take, and once they are complete the rest goes through
+    uncounted (a body that arrives with its headers is never mistaken for headers). The count restarts
+    when a request ends, so with pipelined requests the bytes after the last complete one in a slice
+    are not counted: a request's headers are held to at most twice the cap. `limits` is set by `serve`;
+    worker processes, which import this class by name, read it from the environment (`Settings()`).
     """
 
-    timeout_seconds = float(os.environ.get("HEADER_TIMEOUT_SECONDS", "10"))
-    _header_timer: asyncio.TimerHandle | None = None
+    limits: ClassVar[ProtocolLimits | None] = None
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if LimitedHttpProtocol.limits is None:
+            LimitedHttpProtocol.limits = ProtocolLimits.from_settings(Settings())
+        self._limits: ProtocolLimits = LimitedHttpProtocol.limits
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._in_headers = True
+        self._header_bytes = 0
+        self._header_count = 0
+        self._refusal: tuple[HTTPStatus, str] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if len(self.connections) > self._limits.max_connections:
+            log.warning("refusing a connection: %d are open already", len(self.connections) - 1)
+            self._refuse(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "The server has too many open connections; retry shortly.",
+                {"Retry-After": "1"},
+            )
+            return
         self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        while data and not self.transport.is_closing():
+            if not self._in_headers:
+                super().data_received(data)
+                return
+            room = self._limits.max_header_bytes - self._header_bytes
+            if room <= 0:
+                self._refuse_large_headers(f"over {self._limits.max_header_bytes:,} bytes")
+                return
+            piece, data = data[:room], data[room:]
+            self._header_bytes += len(piece)
+            super().data_received(piece)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._in_headers = True
+        self._header_count = 0
         self._arm()
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self._limits.max_header_count:
+            lines = f"over {self._limits.max_header_count} header lines"
+            self._refusal = (HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, _headers_detail(lines))
+            raise _RefusedError  # httptools stops parsing; Uvicorn calls send_400_response
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        self._in_headers = False
         self._disarm()
+        if len(self.pipeline) >= MAX_PIPELINED_REQUESTS:
+            detail = f"Over {MAX_PIPELINED_REQUESTS} requests were sent ahead on one connection."
+            self._refusal = (HTTPStatus.TOO_MANY_REQUESTS, detail)
+            raise _RefusedError
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.pipeline:  # Uvicorn resumes reading here; more would only queue behind what waits
+            self.flow.pause_reading()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_headers = True  # what follows on this connection is the next request's headers
+        self._header_bytes = 0
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refusal is None:
+            super().send_400_response(msg)
+            return
+        status, detail = self._refusal
+        log.info("refusing a request: %s", detail)
+        self._refuse(status, detail)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
+    def _refuse_large_headers(self, what: str) -> None:
+        log.info("refusing a request whose headers are %s", what)
+        self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, _headers_detail(what))
+
+    def _refuse(self, status: HTTPStatus, detail: str, headers: dict[str, str] | None = None) -> None:
+        """Answer with problem+json and close, without involving the app (it never saw this request)."""
+        body = json.dumps(
+            {"type": "about:blank", "title": status.phrase, "status": int(status), "detail": detail}
+        ).encode()
+        lines = [
+            f"HTTP/1.1 {int(status)} {status.phrase}",
+            "Content-Type: application/problem+json",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+            *(f"{name}: {value}" for name, value in (headers or {}).items()),
+        ]
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        self.transport.close()
+        self._disarm()
+
     def _arm(self) -> None:
         self._disarm()
-        self._header_timer = self.loop.call_later(self.timeout_seconds, self._expire)
+        self._header_timer = self.loop.call_later(self._limits.header_timeout_seconds, self._expire)
 
     def _disarm(self) -> None:
         if self._header_timer is not None:
@@ -61,8 +181,14 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self._header_timer = None
 
     def _expire(self) -> None:
-        log.info("closing a connection whose request headers took over %s s", self.timeout_seconds)
+        log.info(
+            "closing a connection whose request headers took over %s s", self._limits.header_timeout_seconds
+        )
         self.transport.close()
+
+
+def _headers_detail(what: str) -> str:
+    return f"The request line and headers are {what}; send fewer or shorter headers."
 
 
 class DrainingServer(uvicorn.Server):

@@ -56,6 +56,11 @@ class ServiceMetrics:
             "Bytes reserved by images being decoded (bounded by DECODE_MEMORY_BYTES).",
             registry=r,
         )
+        self.body_memory = Gauge(
+            "cdo_request_body_bytes_in_flight",
+            "Bytes of request bodies being received or held (bounded by BODY_MEMORY_BYTES).",
+            registry=r,
+        )
         self.auth_failures = Counter(
             "cdo_auth_failures", "Requests refused by the token check, by reason.", ["reason"], registry=r
         )
