@@ -47,7 +47,9 @@ class Settings(BaseSettings):
         ge=1 * MiB,
         description="Bytes of request bodies being received or held at once; past it, 503 with Retry-After.",
     )
-    max_files_per_request: int = Field(16, gt=0, description="Most files one POST /predict may carry.")
+    max_files_per_request: int = Field(
+        16, gt=0, description="Most files one POST /predict, or images one v2 infer, may carry."
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma-separated; empty: CORS off."

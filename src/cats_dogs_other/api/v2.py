@@ -8,25 +8,28 @@ as `/upload`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import struct
 from typing import Annotated, Any
 
+import anyio
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 from cats_dogs_other import __version__
-from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, image_error_status
+from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE
 from cats_dogs_other.api.routes import Inference, problem_responses
 from cats_dogs_other.api.runtime import Runtime, get_runtime
+from cats_dogs_other.api.v2_request import (
+    HEADER_LENGTH,
+    InferenceRequest,
+    V2RequestError,
+    parse_infer_request,
+)
 from cats_dogs_other.auth.dependency import require_prediction_token
-from cats_dogs_other.inference.decode import InvalidImageError
 
 MODEL_NAME = "cats-dogs-other"
-HEADER_LENGTH = "Inference-Header-Content-Length"
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 
 
@@ -111,81 +114,25 @@ async def infer(
     name: str, request: Request, inference: Inference, runtime: Annotated[Runtime, Depends(get_runtime)]
 ) -> Response:
     _model(runtime, name)
-    header, binary = _split_body(await request.body(), request.headers.get(HEADER_LENGTH))
-    images, request_id = _images(header, binary)
-    results = await inference.predict_each(images)
-    for index, result in enumerate(results):
-        if isinstance(result, InvalidImageError):
-            raise HTTPException(image_error_status(result), f"Image {index}: {result}")
-    scores = np.array([r.values for r in results], dtype=np.float32)  # type: ignore[union-attr]
-    labels = [r.prediction for r in results]  # type: ignore[union-attr]
-    return _response(header, request_id, scores, labels)
-
-
-def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
-    try:
-        size = int(header_length) if header_length is not None else len(body)
-        if not 0 < size <= len(body):
-            raise ValueError
-        header = json.loads(body[:size])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _v2_error(
-            400, f"The inference request is not valid JSON ({HEADER_LENGTH} {header_length})."
-        ) from exc
-    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or not header["inputs"]:
-        raise _v2_error(400, "The inference request needs a non-empty `inputs` list.")
-    return header, body[size:]
-
-
-def _images(header: dict[str, Any], binary: bytes) -> tuple[list[bytes], str | None]:
-    inputs = header["inputs"]
-    if len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise _v2_error(400, "Send exactly one input: the encoded images, as a BYTES tensor.")
-    tensor = inputs[0]
-    if tensor.get("datatype") != "BYTES":
-        raise _v2_error(
-            400, f"The input must be a BYTES tensor of encoded images, not {tensor.get('datatype')}."
+    body = await request.body()
+    try:  # counting and validating a 10 MB body takes milliseconds: not on the event loop
+        parsed = await anyio.to_thread.run_sync(
+            parse_infer_request,
+            body,
+            request.headers.get(HEADER_LENGTH),
+            runtime.settings.max_files_per_request,
         )
-    shape = tensor.get("shape")
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
-    if size is not None:
-        images = _unpack_bytes(binary[: int(size)])
-    else:
-        data = tensor.get("data")
-        if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
-            raise _v2_error(
-                400, "`data` must be a list of base64 strings (or use the binary data extension)."
-            )
-        try:
-            images = [base64.b64decode(item, validate=True) for item in data]
-        except (binascii.Error, ValueError) as exc:
-            raise _v2_error(400, "An element of `data` is not valid base64.") from exc
-    if not isinstance(shape, list) or int(np.prod(shape or [0])) != len(images) or not images:
-        raise _v2_error(400, f"The input's shape {shape} does not match its {len(images)} element(s).")
-    request_id = header.get("id")
-    return images, request_id if isinstance(request_id, str) else None
+    except V2RequestError as exc:
+        raise _v2_error(400, str(exc)) from None
+    del body
+    results = await inference.predict_all(parsed.images)  # the first bad image: its 4xx, the rest stop
+    scores = np.array([r.values for r in results], dtype=np.float32)
+    return _response(parsed.request, scores, [r.prediction for r in results])
 
 
-def _unpack_bytes(raw: bytes) -> list[bytes]:
-    """The binary BYTES layout: each element is a 4-byte little-endian length, then that many bytes."""
-    items, offset = [], 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise _v2_error(400, "The binary BYTES tensor is truncated.")
-        (length,) = struct.unpack_from("<I", raw, offset)
-        offset += 4
-        if offset + length > len(raw):
-            raise _v2_error(400, "The binary BYTES tensor is truncated.")
-        items.append(raw[offset : offset + length])
-        offset += length
-    return items
-
-
-def _response(
-    header: dict[str, Any], request_id: str | None, scores: np.ndarray, labels: list[str]
-) -> Response:
-    wanted = {o.get("name"): o for o in header.get("outputs") or [] if isinstance(o, dict)}
-    binary_default = bool((header.get("parameters") or {}).get("binary_data_output", False))
+def _response(request: InferenceRequest, scores: np.ndarray, labels: list[str]) -> Response:
+    wanted = {o.name: o for o in request.outputs or []}
+    binary_default = bool(request.parameters and request.parameters.binary_data_output)
     tensors = {
         "probabilities": (
             "FP32",
@@ -204,7 +151,9 @@ def _response(
     for name, (datatype, shape, raw, values) in tensors.items():
         if wanted and name not in wanted:
             continue
-        binary = (wanted.get(name) or {}).get("parameters", {}).get("binary_data", binary_default)
+        requested = wanted.get(name)
+        chosen = requested.parameters.binary_data if requested and requested.parameters else None
+        binary = binary_default if chosen is None else chosen
         output: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
         if binary:
             output["parameters"] = {"binary_data_size": len(raw)}
@@ -213,8 +162,8 @@ def _response(
             output["data"] = values
         outputs.append(output)
     body: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": "1", "outputs": outputs}
-    if request_id is not None:
-        body["id"] = request_id
+    if request.id is not None:
+        body["id"] = request.id
     if not chunks:
         return JSONResponse(body)
     head = json.dumps(body).encode()

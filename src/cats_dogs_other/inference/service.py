@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import anyio
 import numpy as np
@@ -25,6 +26,8 @@ from cats_dogs_other.inference.budget import MemoryBudget
 from cats_dogs_other.inference.classifier import ImageClassifier, Prediction
 from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES, InvalidImageError
 from cats_dogs_other.observability.metrics import ServiceMetrics
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -123,13 +126,57 @@ class InferenceService:
         return await self._classify(await self.decode(data))
 
     async def predict_each(self, images: Sequence[bytes]) -> list[Prediction | InvalidImageError]:
-        """Several images; a bad image gets its error in its place, the others are still answered."""
+        """Several images; a bad image gets its error in its place, the others are still answered.
 
-        async def one(data: bytes) -> Prediction | InvalidImageError:
+        The images are worked on in one task group: if one fails for another reason (the service is
+        full, say) or the request is cancelled (its client left), the others stop too.
+        """
+        results: list[Prediction | InvalidImageError | None] = [None] * len(images)
+
+        async def one(index: int, data: bytes) -> None:
             try:
                 decoded = await self.decode(data)
             except InvalidImageError as exc:
-                return exc
-            return await self._classify(decoded)
+                results[index] = exc
+                return
+            results[index] = await self._classify(decoded)
 
-        return list(await asyncio.gather(*(one(data) for data in images)))
+        await _in_task_group(one, images)
+        return _all_done(results)
+
+    async def predict_all(self, images: Sequence[bytes]) -> list[Prediction]:
+        """Several images, all or nothing: the first bad image raises InvalidImageError (its message
+        names its position) and the work on the others stops."""
+        results: list[Prediction | None] = [None] * len(images)
+
+        async def one(index: int, data: bytes) -> None:
+            try:
+                decoded = await self.decode(data)
+            except InvalidImageError as exc:
+                raise InvalidImageError(exc.kind, f"Image {index}: {exc}") from exc
+            results[index] = await self._classify(decoded)
+
+        await _in_task_group(one, images)
+        return _all_done(results)
+
+
+def _all_done(results: list[T | None]) -> list[T]:
+    done = [result for result in results if result is not None]
+    assert len(done) == len(results), "a task group ended with work left undone"
+    return done
+
+
+async def _in_task_group(
+    work: Callable[[int, bytes], Coroutine[Any, Any, None]], images: Sequence[bytes]
+) -> None:
+    """Run `work` on every image at once; the first exception cancels the rest and is raised as itself
+    (not wrapped in an ExceptionGroup), so the API's handlers see the error they know."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for index, data in enumerate(images):
+                group.create_task(work(index, data))
+    except BaseExceptionGroup as failed:
+        first = failed.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
