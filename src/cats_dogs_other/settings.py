@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES, max_pixels_for
+from cats_dogs_other.urls import is_loopback_url
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -117,6 +119,14 @@ class Settings(BaseSettings):
                 "or disable authentication explicitly for a local demo with --no-auth or AUTH_DISABLED=true."
             )
         return None
+
+    @field_validator("oauth2_issuer", "oauth2_jwks_uri")
+    @classmethod
+    def _https_unless_loopback(cls, value: str | None) -> str | None:
+        """Keys fetched over plain HTTP could be swapped by anyone on the path: only for local work."""
+        if value and urlsplit(value).scheme == "http" and not is_loopback_url(value):
+            raise ValueError(f"{value} must use https (http is accepted only on a loopback address)")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

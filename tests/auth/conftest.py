@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from cats_dogs_other.inference.classifier import ImageClassifier
@@ -79,14 +80,17 @@ class FakeProvider:
     delay: float = 0.0
     fetches: int = 0
     discovery_issuer: str | None = None
+    discovery_jwks_uri: str | None = None
+    # Hostile answers: a body of this many bytes with no Content-Length, or one byte every `trickle` s.
+    oversized_body: int = 0
+    trickle: float = 0.0
 
     def app(self) -> Starlette:
         async def discovery(request: Request) -> Response:
             if self.down:
                 return Response(status_code=503)
-            return JSONResponse(
-                {"issuer": self.discovery_issuer or self.issuer, "jwks_uri": f"{self.issuer}/keys/jwks.json"}
-            )
+            jwks_uri = self.discovery_jwks_uri or f"{self.issuer}/keys/jwks.json"
+            return JSONResponse({"issuer": self.discovery_issuer or self.issuer, "jwks_uri": jwks_uri})
 
         async def jwks(request: Request) -> Response:
             self.fetches += 1
@@ -95,14 +99,36 @@ class FakeProvider:
             if self.down:
                 return Response(status_code=503)
             headers = {"Cache-Control": self.cache_control} if self.cache_control else {}
-            return JSONResponse(
-                {"keys": [k.public_jwk for k in self.keys] + self.extra_jwks}, headers=headers
-            )
+            document = json.dumps({"keys": [k.public_jwk for k in self.keys] + self.extra_jwks}).encode()
+            if self.oversized_body:
+                padding = self.oversized_body
+
+                async def endless() -> AsyncIterator[bytes]:
+                    yield document[:-1] + b', "padding": "'
+                    for _ in range(padding // 65536):
+                        yield b"x" * 65536
+                    yield b'"}'
+
+                return StreamingResponse(endless(), media_type="application/json", headers=headers)
+            if self.trickle:
+                pause = self.trickle
+
+                async def slowly() -> AsyncIterator[bytes]:
+                    for byte in document:
+                        yield bytes([byte])
+                        await asyncio.sleep(pause)
+
+                return StreamingResponse(slowly(), media_type="application/json", headers=headers)
+            return Response(document, media_type="application/json", headers=headers)
+
+        async def redirect(request: Request) -> Response:
+            return RedirectResponse(request.query_params["to"], status_code=302)
 
         return Starlette(
             routes=[
                 Route("/.well-known/openid-configuration", discovery),
                 Route("/keys/jwks.json", jwks),
+                Route("/redirect", redirect),
             ]
         )
 
@@ -149,6 +175,9 @@ def provider(provider_server: FakeProvider) -> FakeProvider:
     provider_server.delay = 0.0
     provider_server.fetches = 0
     provider_server.discovery_issuer = None
+    provider_server.discovery_jwks_uri = None
+    provider_server.oversized_body = 0
+    provider_server.trickle = 0.0
     return provider_server
 
 

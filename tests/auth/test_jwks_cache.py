@@ -118,6 +118,7 @@ async def test_keys_are_cached_for_max_age(
     assert provider.fetches == 1
     clock.advance(2)
     await cache.key_for("rsa-1")
+    await cache.settled()
     assert provider.fetches == 2
 
 
@@ -132,6 +133,7 @@ async def test_default_lifetime_without_max_age(
     assert provider.fetches == 1
     clock.advance(2)
     await cache.key_for("rsa-1")
+    await cache.settled()
     assert provider.fetches == 2
 
 
@@ -183,7 +185,68 @@ async def test_outage_keeps_cached_keys(
     provider.down = True
     clock.advance(61)
     assert await cache.key_for("rsa-1") is not None  # stale but usable
+    await cache.settled()
     assert provider.fetches == 2  # it did try
+    assert await cache.key_for("rsa-1") is not None  # and the failed refresh kept the keys
+
+
+async def test_expired_keys_serve_while_one_refresh_runs_in_the_background(
+    provider: FakeProvider, make_cache: Callable[..., JwksCache], clock: ManualClock
+) -> None:
+    provider.cache_control = "max-age=60"
+    cache = make_cache()
+    await cache.key_for("rsa-1")
+    provider.delay = 0.5  # the provider is slow: requests must not wait for it
+    clock.advance(61)
+    answers = [await cache.key_for("rsa-1") for _ in range(20)]
+    assert all(key is not None for key in answers)
+    assert cache.refreshing  # every answer came from the cache while the one refresh was still running
+    await cache.settled()
+    assert provider.fetches == 2
+    assert not cache.refreshing
+
+
+def test_max_age_is_capped_at_a_day() -> None:
+    assert parse_max_age("max-age=31536000", 3600) == 24 * 3600
+
+
+async def test_an_oversized_key_set_is_cut_off_while_it_streams(
+    provider: FakeProvider, make_cache: Callable[..., JwksCache]
+) -> None:
+    provider.oversized_body = 64 << 20  # no Content-Length: only counting while reading can stop it
+    cache = make_cache()
+    with pytest.raises(KeysUnavailableError):
+        await cache.key_for("rsa-1")
+
+
+async def test_a_trickling_key_set_is_abandoned_at_the_deadline(
+    provider: FakeProvider, make_cache: Callable[..., JwksCache]
+) -> None:
+    # Each byte comes well within httpx's read timeout; only an overall deadline stops this fetch.
+    provider.trickle = 0.01  # the whole document would take several seconds
+    with pytest.raises(KeysUnavailableError):
+        await make_cache(fetch_deadline=0.3).key_for("rsa-1")
+    provider.trickle = 0.0
+    assert await make_cache(fetch_deadline=5.0).key_for("rsa-1") is not None
+
+
+async def test_redirects_are_followed_on_the_same_host_only(
+    provider: FakeProvider, make_cache: Callable[..., JwksCache]
+) -> None:
+    same_host = f"{provider.issuer}/redirect?to=/keys/jwks.json"
+    assert await make_cache(same_host).key_for("rsa-1") is not None
+    other_host = provider.issuer.replace("127.0.0.1", "localhost") + "/keys/jwks.json"
+    with pytest.raises(KeysUnavailableError):
+        await make_cache(f"{provider.issuer}/redirect?to={other_host}").key_for("rsa-1")
+
+
+async def test_a_discovered_key_set_over_plain_http_is_refused(
+    provider: FakeProvider, make_cache: Callable[..., JwksCache]
+) -> None:
+    provider.discovery_jwks_uri = "http://keys.example.org/jwks.json"  # anyone on the path could swap it
+    with pytest.raises(KeysUnavailableError):
+        await make_cache().key_for("rsa-1")
+    assert provider.fetches == 0
 
 
 async def test_outage_with_no_keys_is_unavailable(

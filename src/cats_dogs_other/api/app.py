@@ -73,6 +73,7 @@ def build_token_validator(settings: Settings, client: httpx.AsyncClient) -> Toke
         client,
         default_ttl=settings.oauth2_jwks_cache_seconds,
         min_refresh_interval=settings.oauth2_jwks_min_refresh_seconds,
+        fetch_deadline=settings.oauth2_fetch_timeout_seconds,
     )
     return TokenValidator(
         keys=keys,
@@ -105,7 +106,7 @@ def create_app(
     runtime = Runtime(settings=settings, tracer=tracer)
     http_client = httpx.AsyncClient(
         timeout=settings.oauth2_fetch_timeout_seconds,
-        follow_redirects=True,
+        follow_redirects=False,  # JwksCache follows redirects itself, on the same host only
         headers={"User-Agent": "cats-dogs-other"},
     )
     runtime.token_validator = build_token_validator(settings, http_client)
@@ -148,6 +149,8 @@ def create_app(
             with suppress(asyncio.CancelledError):
                 await warm_up
             await runtime.inference.stop()
+            if runtime.token_validator is not None:
+                await runtime.token_validator.keys.close()
             await http_client.aclose()
             if provider is not None:
                 await anyio.to_thread.run_sync(provider.shutdown)  # export what is still buffered

@@ -1,18 +1,23 @@
 """The provider's signing keys, cached in memory and refreshed the way key rotation needs.
 
-- Keys are kept for the provider's `Cache-Control: max-age` (default 1 h) and refreshed after that.
+- Keys are kept for the provider's `Cache-Control: max-age` (default 1 h, at most 24 h). Once they are
+  older, requests keep using them while one refresh runs in the background.
 - A token signed with an unknown `kid` triggers one refresh, at most one per `min_refresh_interval`
   (10 s): a key the provider publishes is accepted 10 s after the previous fetch at the latest, and a
   flood of tokens with random `kid`s costs the provider one request per 10 s.
 - Concurrent refreshes coalesce into one request.
 - When the provider is unreachable the cached keys keep working; only with no usable key at all do
   requests fail, with `KeysUnavailableError` (503, not 401: the client did nothing wrong).
+- Every document is read with a byte cap while it streams and within an overall deadline; redirects are
+  followed only on the same host and never from https to http; plain http only on loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
+import json
 import logging
 import re
 import time
@@ -25,9 +30,13 @@ import httpx
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
+from cats_dogs_other.urls import is_loopback_url
+
 log = logging.getLogger(__name__)
 
 MAX_DOCUMENT_BYTES = 512 * 1024
+MAX_CACHE_SECONDS = 24 * 3600  # a provider's max-age beyond a day would outlive any rotation
+MAX_REDIRECTS = 3
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 
 
@@ -55,8 +64,15 @@ def parse_max_age(cache_control: str | None, default: float) -> float:
     if cache_control and "no-store" not in cache_control.lower():
         match = _MAX_AGE.search(cache_control)
         if match:
-            return float(match.group(1))
+            return min(float(match.group(1)), MAX_CACHE_SECONDS)
     return default
+
+
+def check_fetchable(url: str) -> None:
+    """Keys and discovery only over https, or http on a loopback address (local work and tests)."""
+    scheme = urlsplit(url).scheme
+    if scheme != "https" and not (scheme == "http" and is_loopback_url(url)):
+        raise ValueError(f"{url} is not an https URL (http is accepted only on a loopback address)")
 
 
 class JwksCache:
@@ -69,6 +85,7 @@ class JwksCache:
         default_ttl: float = 3600.0,
         min_refresh_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        fetch_deadline: float = 5.0,
     ) -> None:
         self.issuer = issuer
         self._jwks_uri = resolve_jwks_location(issuer, jwks_uri)
@@ -80,6 +97,8 @@ class JwksCache:
         self._expires_at = float("-inf")
         self._last_attempt = float("-inf")
         self._inflight: asyncio.Task[None] | None = None
+        self._background: asyncio.Task[None] | None = None
+        self._fetch_deadline = fetch_deadline
         self.fetches = 0
 
     @property
@@ -93,7 +112,10 @@ class JwksCache:
         no keys at all to check against.
         """
         if self._clock() >= self._expires_at:
-            await self._refresh_if_allowed()
+            if self._keys:
+                self._refresh_in_background()  # stale keys still verify while the new ones come
+            else:
+                await self._refresh_if_allowed()
         key = self._lookup(kid)
         if key is None:
             await self._refresh_if_allowed()
@@ -106,6 +128,29 @@ class JwksCache:
         if kid is None:
             return self.keys[0] if len(self._keys) == 1 else None
         return self._keys.get(kid)
+
+    @property
+    def refreshing(self) -> bool:
+        background = self._background is not None and not self._background.done()
+        return background or self._inflight is not None
+
+    async def close(self) -> None:
+        """Stop a background refresh (at shutdown, before the HTTP client closes)."""
+        if self._background is not None and not self._background.done():
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background
+
+    async def settled(self) -> None:
+        """Wait for a refresh under way, if any (tests, shutdown)."""
+        if self._background is not None:
+            await self._background
+
+    def _refresh_in_background(self) -> None:
+        if self._background is None or self._background.done():
+            if self._inflight is None and self._clock() - self._last_attempt < self._min_refresh_interval:
+                return
+            self._background = asyncio.create_task(self.refresh(), name="jwks-refresh")
 
     async def _refresh_if_allowed(self) -> None:
         """Join a fetch under way, or start one if the last attempt is old enough."""
@@ -130,8 +175,7 @@ class JwksCache:
     async def _fetch(self) -> None:
         self.fetches += 1
         uri = self._jwks_uri or await self._discover()
-        response = await self._get(uri)
-        document = response.json()
+        response, document = await self._get(uri)
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise ValueError(f"{uri} is not a JWK set")
         keys = {}
@@ -149,20 +193,46 @@ class JwksCache:
 
     async def _discover(self) -> str:
         url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
-        document = (await self._get(url)).json()
+        _, document = await self._get(url)
         if not isinstance(document, dict) or not isinstance(document.get("jwks_uri"), str):
             raise ValueError(f"{url} has no jwks_uri")
         if document.get("issuer") not in (self.issuer, self.issuer.rstrip("/")):
             raise ValueError(f"{url} names issuer {document.get('issuer')!r}, not {self.issuer!r}")
-        self._jwks_uri = document["jwks_uri"]
-        return self._jwks_uri
+        jwks_uri: str = document["jwks_uri"]
+        check_fetchable(jwks_uri)
+        self._jwks_uri = jwks_uri
+        return jwks_uri
 
-    async def _get(self, url: str) -> httpx.Response:
-        response = await self._client.get(url, headers={"Accept": "application/json"})
-        response.raise_for_status()
-        if len(response.content) > MAX_DOCUMENT_BYTES:
-            raise ValueError(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
-        return response
+    async def _get(self, url: str) -> tuple[httpx.Response, Any]:
+        """The JSON document at `url`: at most MAX_DOCUMENT_BYTES, within the fetch deadline."""
+        async with asyncio.timeout(self._fetch_deadline):
+            for _ in range(MAX_REDIRECTS + 1):
+                check_fetchable(url)
+                request = self._client.build_request("GET", url, headers={"Accept": "application/json"})
+                response = await self._client.send(request, stream=True, follow_redirects=False)
+                try:
+                    if response.is_redirect:
+                        url = _redirect_target(url, response.headers.get("location", ""))
+                        continue
+                    response.raise_for_status()
+                    body = bytearray()
+                    async for chunk in response.aiter_raw():
+                        body += chunk
+                        if len(body) > MAX_DOCUMENT_BYTES:
+                            raise ValueError(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
+                finally:
+                    await response.aclose()
+                return response, json.loads(body)
+        raise ValueError(f"{url} redirected more than {MAX_REDIRECTS} times")
+
+
+def _redirect_target(url: str, location: str) -> str:
+    """Where a redirect may lead: the same host, and never from https to http."""
+    target = urljoin(url, location)
+    before, after = urlsplit(url), urlsplit(target)
+    if after.hostname != before.hostname or (before.scheme == "https" and after.scheme != "https"):
+        raise ValueError(f"{url} redirected to another host or to plain http; configure the final URL")
+    return target
 
 
 def _signing_key(data: object) -> SigningKey | None:

@@ -104,7 +104,8 @@ class TokenValidator:
         except InvalidTokenError as exc:
             raise AuthFailure(FailureReason.MALFORMED, "The access token is not a well-formed JWT.") from exc
         algorithm = header.get("alg")
-        if algorithm not in ASYMMETRIC_ALGORITHMS:
+        # Header fields are attacker-chosen JSON: a list or an object must be refused, not hashed.
+        if not isinstance(algorithm, str) or algorithm not in ASYMMETRIC_ALGORITHMS:
             raise AuthFailure(FailureReason.ALGORITHM, "The token's signing algorithm is not accepted.")
         token_type = header.get("typ")
         if token_type is not None and (
