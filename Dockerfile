@@ -3,11 +3,14 @@
 #   docker build -t cats-dogs-other .
 #   docker build --build-arg MODEL_URI=models:/cats-dogs-other@champion \
 #                --build-arg MLFLOW_TRACKING_URI=http://mlflow:5000 -t cats-dogs-other:champion .
-ARG PYTHON_VERSION=3.11
+# The base pinned by digest (python:3.11-slim, linux/amd64 and arm64): a rebuild gets the same image until
+# this line changes (let Renovate or Dependabot propose updates).
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY deploy/docker/requirements.lock ./deploy/docker/requirements.lock
 COPY src ./src
 COPY deploy/docker/install.sh /usr/local/bin/install-service
 # Fetching a model at build time (as the course's Dockerfile does) needs the MLflow client, and Keras to
@@ -21,7 +24,7 @@ RUN mkdir -p /opt/model \
         && MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI}" /opt/fetch/bin/cats-dogs-other fetch "${MODEL_URI}" --out /opt/model; \
     fi
 
-FROM python:${PYTHON_VERSION}-slim
+FROM ${PYTHON_IMAGE}
 ARG MODEL_URI=""
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test serve lint train benchmark clean
+.PHONY: install test serve lint train benchmark lock clean
 
 install: $(STAMP)
 
@@ -46,6 +46,15 @@ benchmark: install
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/quantization.py
 	$(BIN)/python benchmarks/serving.py
+
+# The image's hash-pinned lock (deploy/docker/requirements.lock), for Linux x86_64 and Python 3.11 as in
+# the Dockerfile; uv is used only here, so it is installed on demand.
+LOCK := deploy/docker/requirements.lock
+lock: install
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml deploy/docker/requirements.in --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-emit-index-url \
+		--custom-compile-command 'make lock' -o $(LOCK)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,13 @@ def test_dockerfile_passes_hadolint() -> None:
 
 def test_dockerfile_keeps_its_promises() -> None:
     text = DOCKERFILE.read_text()
-    stages = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
+    defaults = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, flags=re.MULTILINE))
+    stages = [
+        re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], stage)
+        for stage in re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
+    ]
     assert len(stages) == 2  # multi-stage
-    assert all("-slim" in s for s in stages)  # slim base
+    assert all("-slim@sha256:" in s for s in stages)  # slim base, pinned by digest
     runtime = text.split("\nFROM ", 2)[2]
     assert re.search(r"^USER 10001$", runtime, flags=re.MULTILINE)  # non-root
     assert "EXPOSE 8080" in runtime
@@ -48,7 +53,8 @@ def test_install_steps_give_a_working_runtime_without_torch(
     # The Dockerfile's own script, into a fresh venv, from a copy of what .dockerignore lets in.
     source = tmp_path / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "deploy/docker/requirements.lock"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / name, source / name)
     shutil.copytree(
         REPO_ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
@@ -74,3 +80,22 @@ def test_install_steps_give_a_working_runtime_without_torch(
     )
     assert predicted.returncode == 0, predicted.stderr
     assert json.loads(predicted.stdout)["prediction"] == "Dog"  # the default model is in the package
+
+
+def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    """requirements.lock is what the image installs: it must satisfy pyproject.toml (run `make lock`)."""
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    lock = (REPO_ROOT / "deploy" / "docker" / "requirements.lock").read_text()
+    pinned = {
+        name.lower().replace("_", "-"): version
+        for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, flags=re.MULTILINE)
+    }
+    blocks = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", lock.split("\n", 2)[2])
+    assert all("--hash=sha256:" in block for block in blocks if "==" in block)
+    for text in pyproject["project"]["dependencies"]:
+        requirement = Requirement(text)
+        name = requirement.name.lower().replace("_", "-")
+        assert name in pinned, f"{name} is not in the lock: run make lock"
+        assert requirement.specifier.contains(pinned[name]), f"{name}=={pinned[name]} violates {text}"

@@ -116,6 +116,16 @@ def test_unreachable_registry_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path:
         resolve_model("models:/anything/1", tmp_path)
 
 
+def test_registry_credentials_never_reach_the_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://ci-bot:s3cr3t-t0ken@127.0.0.1:9")
+    with pytest.raises(ModelLoadError) as caught:
+        resolve_model("models:/anything/1", tmp_path)
+    assert "s3cr3t-t0ken" not in str(caught.value)
+    assert "http://***@127.0.0.1:9" in str(caught.value)
+
+
 def test_unknown_registered_model_says_so(mlflow_server: str, tracking: Path) -> None:
     with pytest.raises(ModelLoadError, match="Cannot fetch models:/no-such-model@champion"):
         resolve_model("models:/no-such-model@champion", tracking)

@@ -138,7 +138,7 @@ def create_app(
         log.info(
             "model %s loaded from %s",
             runtime.classifier.name if runtime.classifier else "?",
-            runtime.model_source,
+            runtime.model_source.describe() if runtime.model_source else "?",
         )
         try:
             yield

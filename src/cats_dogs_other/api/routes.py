@@ -181,7 +181,7 @@ async def version(runtime: Annotated[Runtime, Depends(get_runtime)]) -> VersionI
         version=__version__,
         model=ModelInfo(
             name=classifier.name,
-            source=runtime.model_source.uri if runtime.model_source else "",
+            source=runtime.model_source.display_uri if runtime.model_source else "",
             registry_version=runtime.model_source.details.get("version") if runtime.model_source else None,
             run_id=runtime.model_source.details.get("run_id") or None if runtime.model_source else None,
             sha256=classifier.sha256,

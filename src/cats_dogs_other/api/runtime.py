@@ -41,7 +41,7 @@ class Runtime:
             decode_memory_bytes=settings.decode_memory_bytes,
         )
         self.metrics.model_info.labels(
-            classifier.name, source.uri, classifier.sha256, source.details.get("version", "")
+            classifier.name, source.display_uri, classifier.sha256, source.details.get("version", "")
         ).set(1)
         self.model_source = source
 

@@ -17,6 +17,7 @@ from typing import Literal
 
 from cats_dogs_other.models.card import ModelCard, card_path_for, default_model_path
 from cats_dogs_other.models.errors import ModelLoadError
+from cats_dogs_other.urls import redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,14 @@ class ModelSource:
     card: ModelCard | None = None
     details: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def display_uri(self) -> str:
+        """The URI with any user:password@ replaced, for logs, /version and metrics."""
+        return redact_credentials(self.uri)
+
     def describe(self) -> str:
         extra = ", ".join(f"{k} {v}" for k, v in self.details.items())
-        return f"{self.uri} ({extra})" if extra else self.uri
+        return f"{self.display_uri} ({extra})" if extra else self.display_uri
 
 
 def default_cache_dir() -> Path:
@@ -53,8 +59,9 @@ def resolve_model(uri: str | Path | None, cache_dir: Path | None = None) -> Mode
         return _from_registry(text, cache_dir or default_cache_dir())
     if "://" in text or (":" in text.split("/")[0] and not Path(text).exists()):
         raise ModelLoadError(
-            f"Unknown model URI scheme in {text!r}: use a path to an .onnx, .keras or .h5 file (or a folder "
-            "holding one), or an MLflow URI models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH."
+            f"Unknown model URI scheme in {redact_credentials(text)!r}: use a path to an .onnx, .keras or "
+            ".h5 file (or a folder holding one), or an MLflow URI models:/NAME/VERSION, models:/NAME@ALIAS "
+            "or runs:/RUN_ID/PATH."
         )
     return _from_path(Path(text), text)
 
@@ -120,8 +127,9 @@ def _from_registry(uri: str, cache_dir: Path) -> ModelSource:
     except ModelLoadError:
         raise
     except Exception as exc:  # MLflow raises many types (connection, REST, missing artifact)
+        # A tracking URI may carry credentials (https://user:token@host): never in a message or a log.
         message = f"Cannot fetch {uri} from the MLflow server at {tracking}: {_short(exc)}"
-        raise ModelLoadError(message) from exc
+        raise ModelLoadError(redact_credentials(message)) from None
     return _from_path(target, uri, details)
 
 
