@@ -2,9 +2,12 @@
 
     .venv/bin/python benchmarks/soak.py [--minutes 10] [--concurrency 32]
 
-wrk rotates over 24 bodies: 16 real images and 8 hostile ones (text, SVG, empty, random bytes, a truncated
-PNG, a pixel bomb, a ZIP, a misnamed part). Passes when no answer is a 5xx and resident memory grows by
-less than 10% between the end of the first minute (warm-up) and the end.
+wrk rotates over 30 bodies: 16 real images and 14 hostile ones: text, SVG, empty, random bytes, a
+truncated PNG, a pixel bomb, a ZIP, a misnamed part; 40-megapixel PNGs small on the wire (16-bit gray and
+RGBA, ~100-170 KB); v2 `infer` bodies with 2.6 million empty elements (7.8 MB), 100,000 levels of
+nesting, and a negative shape; a request with 40 KB of headers. Passes when no answer is a 5xx, no
+connection fails, and resident memory grows by less than 10% between the end of the first minute
+(warm-up) and the end.
 """
 
 from __future__ import annotations
@@ -21,16 +24,51 @@ import threading
 import time
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe
 from serving import BOUNDARY, DEFAULT_IMAGES, HERE, free_port, server, service_command
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.images import png_image
+
 
 def part(data: bytes, name: str = "file", filename: str = "x.png") -> bytes:
     head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n\r\n'
     return head.encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+@dataclass(frozen=True)
+class Special:
+    """A body that does not go to /upload as multipart: method, path, Content-Type, header filler bytes."""
+
+    method: str
+    path: str
+    content_type: str
+    filler: int = 0
+
+    def meta(self) -> str:
+        return f"{self.method}\n{self.path}\n{self.content_type}\n{self.filler}\n"
+
+
+V2_INFER = Special("POST", "/v2/models/cats-dogs-other/infer", "application/json")
+
+
+def memory_hostile_bodies() -> list[tuple[bytes, Special | None]]:
+    """What took the process to gigabytes before its memory limits (issue: bounded memory)."""
+    elements = 2_600_000
+    empty = b'{"inputs": [{"name": "image", "shape": [%d], "datatype": "BYTES", "data": [' % elements
+    negative = b'{"inputs": [{"name": "image", "shape": [-1, -1], "datatype": "BYTES", "data": ["AA=="]}]}'
+    return [
+        (part(png_image(6324, 6324, bit_depth=16, color_type=0, flat=True)), None),
+        (part(png_image(6324, 6324, bit_depth=8, color_type=6, flat=True)), None),
+        (empty + b",".join([b'""'] * elements) + b"]}]}", V2_INFER),
+        (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", V2_INFER),
+        (negative, V2_INFER),
+        (b"", Special("GET", "/health", "text/plain", filler=40_000)),
+    ]
 
 
 def hostile_bodies(sample: bytes) -> list[bytes]:
@@ -60,6 +98,13 @@ def hostile_bodies(sample: bytes) -> list[bytes]:
     ]
 
 
+def peak_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -76,11 +121,17 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     args = parser.parse_args()
     images = sorted(args.images.rglob("*.png"))[::9][:16]
-    bodies = [part(p.read_bytes(), filename=p.name) for p in images] + hostile_bodies(images[0].read_bytes())
+    bodies: list[tuple[bytes, Special | None]] = [
+        (part(p.read_bytes(), filename=p.name), None) for p in images
+    ]
+    bodies += [(body, None) for body in hostile_bodies(images[0].read_bytes())]
+    bodies += memory_hostile_bodies()
     port = free_port()
     with tempfile.TemporaryDirectory() as folder, server(service_command(port, "--no-auth"), port) as process:
-        for i, body in enumerate(bodies):
+        for i, (body, special) in enumerate(bodies):
             Path(folder, f"body_{i}.bin").write_bytes(body)
+            if special is not None:
+                Path(folder, f"body_{i}.meta").write_text(special.meta())
         samples: list[tuple[float, float]] = []
         stop = threading.Event()
 
@@ -115,6 +166,7 @@ def main() -> None:
         )
         stop.set()
         sampler.join()
+        peak = peak_mib(process.pid)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     warm = next((rss for t, rss in samples if t >= 60), samples[0][1])
     end = samples[-1][1]
@@ -132,7 +184,8 @@ def main() -> None:
     print(f"- 5xx answers: {server_errors}; connection errors and timeouts: {errors}")
     print(
         f"- RSS after warm-up (60 s): {warm:.1f} MiB; at the end: {end:.1f} MiB; growth "
-        f"{100 * (end - warm) / warm:+.1f}% (max seen {max(r for _, r in samples):.1f} MiB)"
+        f"{100 * (end - warm) / warm:+.1f}% (max sampled {max(r for _, r in samples):.1f} MiB, "
+        f"peak {peak:.1f} MiB)"
     )
     print(f"- latency p50 {result['p50_us'] / 1000:.0f} ms, p99 {result['p99_us'] / 1000:.0f} ms")
     per_minute = [f"{rss:.0f}" for t, rss in samples if int(t) % 60 < 5]

@@ -1,0 +1,226 @@
+"""What one hostile request does to a server's memory (not in CI): each case against a fresh `serve`.
+
+    .venv/bin/python benchmarks/hostile_memory.py [--src DIR] [--only NAME ...] [--v2-elements N]
+                                                  [--repeat N]
+
+For each case: the answer, the peak RSS growth (VmHWM after the request minus RSS before it, read from
+/proc), RSS two seconds after, how long the answer took, and for floods how long `/health` took
+meanwhile. `--src` runs another checkout's `src/` (e.g. a `git worktree` of an older commit) with this
+virtualenv, to compare before and after in one session. `--repeat N` sends each case N times to the
+same server (one row each), which shows what a process keeps. Prints a Markdown table for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.images import png_image
+
+from machine import describe
+from serving import free_port
+
+V2_INFER = "/v2/models/cats-dogs-other/infer"
+
+
+@dataclass
+class Outcome:
+    answer: str
+    health_ms: float | None = None
+
+
+def status(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def raw_answer(sock: socket.socket) -> str:
+    sock.settimeout(30)
+    try:
+        head = sock.recv(200)
+    except OSError as exc:
+        return type(exc).__name__
+    return head.split(b"\r\n", 1)[0].decode(errors="replace").removeprefix("HTTP/1.1 ") or "closed"
+
+
+def header_flood(line: bytes) -> Callable[[str, int], Outcome]:
+    def run(base_url: str, port: int) -> Outcome:
+        answers: list[str] = []
+
+        def flood() -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                deadline = time.monotonic() + 8
+                try:
+                    while time.monotonic() < deadline:
+                        sock.sendall(line)
+                except OSError:
+                    pass
+                answers.append(raw_answer(sock))
+
+        threads = [threading.Thread(target=flood) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1)
+        started = time.monotonic()
+        httpx.get(f"{base_url}/health", timeout=60)
+        health = (time.monotonic() - started) * 1000
+        for thread in threads:
+            thread.join()
+        return Outcome(", ".join(sorted(set(answers))), health)
+
+    return run
+
+
+def pipelined(base_url: str, port: int) -> Outcome:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        with contextlib.suppress(OSError):  # the server may hang up before all is sent
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 200_000)
+        return Outcome(raw_answer(sock))
+
+
+def v2_elements(count: int) -> Callable[[str, int], Outcome]:
+    def run(base_url: str, port: int) -> Outcome:
+        head = b'{"inputs": [{"name": "image", "shape": [%d], "datatype": "BYTES", "data": [' % count
+        body = head + b",".join([b'""'] * count) + b"]}]}"
+        response = httpx.post(base_url + V2_INFER, content=body, timeout=600)
+        return Outcome(str(response.status_code))
+
+    return run
+
+
+def upload(name: str, data: Callable[[], bytes], copies: int = 1) -> Callable[[str, int], Outcome]:
+    def run(base_url: str, port: int) -> Outcome:
+        image = data()
+        if copies == 1:
+            response = httpx.post(f"{base_url}/upload", files={"file": (name, image)}, timeout=600)
+        else:
+            files = [("files", (f"{i}-{name}", image)) for i in range(copies)]
+            response = httpx.post(f"{base_url}/predict", files=files, timeout=600)
+        return Outcome(str(response.status_code))
+
+    return run
+
+
+def deep_json(base_url: str, port: int) -> Outcome:
+    body = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    return Outcome(str(httpx.post(base_url + V2_INFER, content=body, timeout=60).status_code))
+
+
+def binary_elements(base_url: str, port: int) -> Outcome:
+    count = 2_600_000
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [count],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": 4 * count},
+                }
+            ]
+        }
+    ).encode()
+    response = httpx.post(
+        base_url + V2_INFER,
+        content=header + struct.pack("<I", 0) * count,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+        timeout=600,
+    )
+    return Outcome(str(response.status_code))
+
+
+def gray16() -> bytes:
+    return png_image(6324, 6324, bit_depth=16, color_type=0, flat=True)
+
+
+def rgba() -> bytes:
+    return png_image(6324, 6324, bit_depth=8, color_type=6, flat=True)
+
+
+def cases(v2_count: int) -> dict[str, Callable[[str, int], Outcome]]:
+    return {
+        "header lines, 2 connections x 8 s": header_flood(b"ab:cd\r\n" * 10_000),
+        "one endless header, 2 connections x 8 s": header_flood(b"x" * 70_000),
+        "200,000 pipelined GETs (6.8 MB), never reading": pipelined,
+        f"v2 JSON, {v2_count:,} empty elements": v2_elements(v2_count),
+        "v2 binary tensor, 2,600,000 empty elements": binary_elements,
+        "v2 JSON nested 100,000 deep": deep_json,
+        "16-bit gray PNG 6324x6324 (88 KB)": upload("gray16.png", gray16),
+        "RGBA PNG 6324x6324 (167 KB)": upload("rgba.png", rgba),
+        "16 RGBA PNGs 6324x6324 in one /predict": upload("rgba.png", rgba, copies=16),
+    }
+
+
+def start(src: Path | None, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(src)} if src else dict(os.environ)
+    command = [sys.executable, "-m", "cats_dogs_other.cli", "serve", "--no-auth"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the server did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--src", type=Path, default=None, help="a checkout's src/ folder to run instead")
+    parser.add_argument("--only", nargs="*", default=None, help="case names (substrings) to run")
+    parser.add_argument("--v2-elements", type=int, default=2_600_000)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each case on one server")
+    args = parser.parse_args()
+    print(f"Machine: {describe()}")
+    print(f"Command: .venv/bin/python benchmarks/hostile_memory.py {' '.join(sys.argv[1:])}\n")
+    print("| request | answer | peak RSS growth MiB | RSS after MiB | answered in s | /health meanwhile ms |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, run in cases(args.v2_elements).items():
+        if args.only and not any(part in name for part in args.only):
+            continue
+        port = free_port()
+        process = start(args.src, port)
+        try:
+            for attempt in range(args.repeat):
+                Path(f"/proc/{process.pid}/clear_refs").write_text("5")
+                before = status(process.pid, "VmRSS:")
+                started = time.monotonic()
+                outcome = run(f"http://127.0.0.1:{port}", port)
+                took = time.monotonic() - started
+                peak = status(process.pid, "VmHWM:") - before
+                time.sleep(2)
+                after = status(process.pid, "VmRSS:")
+                health = f"{outcome.health_ms:.0f}" if outcome.health_ms is not None else ""
+                label = f"{name} (run {attempt + 1})" if args.repeat > 1 else name
+                cells = [label, outcome.answer, f"{peak:.0f}", f"{after:.0f}", f"{took:.1f}", health]
+                print("| " + " | ".join(cells) + " |", flush=True)
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+if __name__ == "__main__":
+    main()

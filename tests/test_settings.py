@@ -1,0 +1,40 @@
+"""Configuration: every setting documented, limits derived from the memory budget, safe URLs only."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from pydantic import ValidationError
+
+from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES, DEFAULT_MAX_PIXELS, decode_cost
+from cats_dogs_other.settings import Settings
+from tests.conftest import REPO_ROOT
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in readme]
+    assert not missing, f"settings missing from README's tables: {missing}"
+
+
+def test_max_pixels_derives_from_the_decode_budget() -> None:
+    assert Settings().max_pixels == DEFAULT_MAX_PIXELS == 47_000_000
+    assert Settings(decode_memory_bytes=64 << 20).max_pixels == 14_000_000
+    assert Settings(decode_memory_bytes=64 << 20, max_pixels=5).max_pixels == 5
+
+
+def test_the_largest_image_allowed_fits_the_decode_budget_alone() -> None:
+    side = int(DEFAULT_MAX_PIXELS**0.5)
+    # What decode_cost reads of an opened image, without allocating 47 million pixels.
+    worst = SimpleNamespace(size=(side, side), format="PNG", info={}, getbands=lambda: ("R", "G", "B", "A"))
+    assert decode_cost(worst, worst.size) <= DEFAULT_DECODE_MEMORY_BYTES  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["oauth2_issuer", "oauth2_jwks_uri"])
+def test_provider_urls_need_https_except_on_loopback(name: str) -> None:
+    with pytest.raises(ValidationError, match="must use https"):
+        Settings(**{name: "http://idp.example.org/"})  # type: ignore[arg-type]
+    for allowed in ("https://idp.example.org/", "http://127.0.0.1:8000/", "http://localhost:8000/"):
+        assert getattr(Settings(**{name: allowed}), name) == allowed  # type: ignore[arg-type]
+    assert Settings(oauth2_jwks_uri=".well-known/jwks.json").oauth2_jwks_uri == ".well-known/jwks.json"
