@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -30,12 +28,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.hostile import V2_INFER, v2_binary_elements, v2_deep_nesting, v2_empty_elements
 from tests.images import png_image
 
 from machine import describe
 from serving import free_port
-
-V2_INFER = "/v2/models/cats-dogs-other/infer"
 
 
 @dataclass
@@ -98,9 +95,7 @@ def pipelined(base_url: str, port: int) -> Outcome:
 
 def v2_elements(count: int) -> Callable[[str, int], Outcome]:
     def run(base_url: str, port: int) -> Outcome:
-        head = b'{"inputs": [{"name": "image", "shape": [%d], "datatype": "BYTES", "data": [' % count
-        body = head + b",".join([b'""'] * count) + b"]}]}"
-        response = httpx.post(base_url + V2_INFER, content=body, timeout=600)
+        response = httpx.post(base_url + V2_INFER, content=v2_empty_elements(count), timeout=600)
         return Outcome(str(response.status_code))
 
     return run
@@ -120,30 +115,12 @@ def upload(name: str, data: Callable[[], bytes], copies: int = 1) -> Callable[[s
 
 
 def deep_json(base_url: str, port: int) -> Outcome:
-    body = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-    return Outcome(str(httpx.post(base_url + V2_INFER, content=body, timeout=60).status_code))
+    return Outcome(str(httpx.post(base_url + V2_INFER, content=v2_deep_nesting(), timeout=60).status_code))
 
 
 def binary_elements(base_url: str, port: int) -> Outcome:
-    count = 2_600_000
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "image",
-                    "shape": [count],
-                    "datatype": "BYTES",
-                    "parameters": {"binary_data_size": 4 * count},
-                }
-            ]
-        }
-    ).encode()
-    response = httpx.post(
-        base_url + V2_INFER,
-        content=header + struct.pack("<I", 0) * count,
-        headers={"Inference-Header-Content-Length": str(len(header))},
-        timeout=600,
-    )
+    body, headers = v2_binary_elements(2_600_000)
+    response = httpx.post(base_url + V2_INFER, content=body, headers=headers, timeout=600)
     return Outcome(str(response.status_code))
 
 

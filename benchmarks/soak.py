@@ -32,6 +32,7 @@ from machine import describe
 from serving import BOUNDARY, DEFAULT_IMAGES, HERE, free_port, server, service_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.hostile import V2_INFER, V2_NEGATIVE_SHAPE, v2_deep_nesting, v2_empty_elements
 from tests.images import png_image
 
 
@@ -53,20 +54,17 @@ class Special:
         return f"{self.method}\n{self.path}\n{self.content_type}\n{self.filler}\n"
 
 
-V2_INFER = Special("POST", "/v2/models/cats-dogs-other/infer", "application/json")
+V2_REQUEST = Special("POST", V2_INFER, "application/json")
 
 
 def memory_hostile_bodies() -> list[tuple[bytes, Special | None]]:
     """What took the process to gigabytes before its memory limits (issue: bounded memory)."""
-    elements = 2_600_000
-    empty = b'{"inputs": [{"name": "image", "shape": [%d], "datatype": "BYTES", "data": [' % elements
-    negative = b'{"inputs": [{"name": "image", "shape": [-1, -1], "datatype": "BYTES", "data": ["AA=="]}]}'
     return [
         (part(png_image(6324, 6324, bit_depth=16, color_type=0, flat=True)), None),
         (part(png_image(6324, 6324, bit_depth=8, color_type=6, flat=True)), None),
-        (empty + b",".join([b'""'] * elements) + b"]}]}", V2_INFER),
-        (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", V2_INFER),
-        (negative, V2_INFER),
+        (v2_empty_elements(2_600_000), V2_REQUEST),
+        (v2_deep_nesting(100_000), V2_REQUEST),
+        (V2_NEGATIVE_SHAPE, V2_REQUEST),
         (b"", Special("GET", "/health", "text/plain", filler=40_000)),
     ]
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import re
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -21,13 +20,19 @@ import pytest
 
 from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES
 from tests.api.conftest import ServeProcess, serve_command
+from tests.hostile import (
+    V2_INFER,
+    V2_NEGATIVE_SHAPE,
+    v2_binary_elements,
+    v2_deep_nesting,
+    v2_empty_elements,
+)
 from tests.images import png_image
 from tests.servers import ProcessMemory
 
 pytestmark = pytest.mark.slow
 
 MiB = 1 << 20
-V2_INFER = "/v2/models/cats-dogs-other/infer"
 
 
 @pytest.fixture(scope="module")
@@ -135,15 +140,10 @@ def test_requests_pipelined_beyond_the_limit_get_429_and_memory_stays_flat(
         assert read_answer(sock).count(b"HTTP/1.1 200 OK") == 4
 
 
-def empty_elements_body(count: int) -> bytes:
-    head = b'{"inputs": [{"name": "image", "shape": [%d], "datatype": "BYTES", "data": [' % count
-    return head + b",".join([b'""'] * count) + b"]}]}"
-
-
 def test_v2_with_millions_of_empty_elements_is_400_with_memory_flat(
     server: ServeProcess, memory: ProcessMemory
 ) -> None:
-    body = empty_elements_body(2_600_000)
+    body = v2_empty_elements(2_600_000)
     assert len(body) < 10 * MiB
     before = memory.reset_peak()
     response = httpx.post(
@@ -156,33 +156,16 @@ def test_v2_with_millions_of_empty_elements_is_400_with_memory_flat(
 
 
 def test_v2_binary_tensor_of_millions_of_elements_is_400(server: ServeProcess, memory: ProcessMemory) -> None:
-    elements = 2_600_000
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "image",
-                    "shape": [elements],
-                    "datatype": "BYTES",
-                    "parameters": {"binary_data_size": 4 * elements},
-                }
-            ]
-        }
-    ).encode()
+    body, headers = v2_binary_elements(2_600_000)
     before = memory.reset_peak()
-    response = httpx.post(
-        server.base_url + V2_INFER,
-        content=header + struct.pack("<I", 0) * elements,
-        headers={"Inference-Header-Content-Length": str(len(header))},
-        timeout=30,
-    )
+    response = httpx.post(server.base_url + V2_INFER, content=body, headers=headers, timeout=30)
     assert response.status_code == 400
     assert "more than 16 images" in response.json()["error"]
     assert memory.peak_mib() - before < 50
 
 
 MALFORMED_V2 = {
-    "deep nesting": b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "deep nesting": v2_deep_nesting(100_000),
     "parameters not an object": b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", '
     b'"parameters": [1], "data": ["AA=="]}]}',
     "binary_data_size not an integer": b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", '
@@ -191,8 +174,7 @@ MALFORMED_V2 = {
     b'"parameters": {"binary_data_size": 1.5}}]}',
     "shape entry a string": b'{"inputs": [{"name": "image", "shape": ["1"], "datatype": "BYTES", '
     b'"data": ["AA=="]}]}',
-    "negative shape": b'{"inputs": [{"name": "image", "shape": [-1, -1], "datatype": "BYTES", '
-    b'"data": ["AA=="]}]}',
+    "negative shape": V2_NEGATIVE_SHAPE,
     "fractional shape": b'{"inputs": [{"name": "image", "shape": [0.5, 2], "datatype": "BYTES", '
     b'"data": ["AA=="]}]}',
     "huge shape number": b'{"inputs": [{"name": "image", "shape": [' + b"9" * 5000 + b'], '

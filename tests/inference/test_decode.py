@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ from cats_dogs_other.inference.decode import (
     _webp_size,
     decode_image,
 )
-from tests.conftest import REPO_ROOT
+from tests.hostile import decode_peak
 from tests.images import encode, png_declaring, png_image
 
 
@@ -316,37 +314,12 @@ PEAK_CASES = {
     "tiff": "encode(Image.new('RGBA', (N, N)), 'TIFF', compression='tiff_deflate')",
     "gif": "encode(Image.new('P', (N, N)), 'GIF')",
 }
-PEAK_SCRIPT = """
-import sys
-from PIL import Image
-from tests.images import encode, png_image
-from cats_dogs_other.inference import decode
-from cats_dogs_other.inference.budget import MemoryBudget
-
-N = 4000
-data = {expression}
-reserved = []
-budget = MemoryBudget(1 << 40)
-original = budget.reserve
-budget.reserve = lambda n: (reserved.append(n), original(n))[1]
-def status(key):
-    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
-open("/proc/self/clear_refs", "w").write("5")
-before = status("VmRSS:")
-decode.decode_image(data, min_side=448, budget=budget)
-print(status("VmHWM:") - before, reserved[0])
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(PEAK_CASES))
 def test_the_reserved_bytes_cover_the_real_peak_memory_of_decoding(case: str) -> None:
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip(reason="needs Linux /proc to read a process's peak memory")
-    script = PEAK_SCRIPT.format(expression=PEAK_CASES[case])
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=True
-    )
-    peak, reserved = (int(x) / 2**20 for x in done.stdout.split())
+    probe = decode_peak(PEAK_CASES[case], side=4000)
+    peak, reserved = probe.peak / 2**20, probe.reserved / 2**20
     assert peak <= reserved, f"{case}: decoding peaked at {peak:.1f} MiB, {reserved:.1f} MiB were reserved"
     assert peak > reserved / 10, f"{case}: {reserved:.1f} MiB reserved is far above the {peak:.1f} MiB used"
