@@ -28,7 +28,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.hostile import V2_INFER, v2_binary_elements, v2_deep_nesting, v2_empty_elements
+from tests.hostile import (
+    V2_INFER,
+    png_with_text,
+    v2_binary_elements,
+    v2_deep_nesting,
+    v2_empty_elements,
+)
 from tests.images import png_image
 
 from machine import describe
@@ -140,6 +146,8 @@ def cases(v2_count: int) -> dict[str, Callable[[str, int], Outcome]]:
         f"v2 JSON, {v2_count:,} empty elements": v2_elements(v2_count),
         "v2 binary tensor, 2,600,000 empty elements": binary_elements,
         "v2 JSON nested 100,000 deep": deep_json,
+        "PNG with 80 MB of zTXt text (81 KB)": upload("text.png", png_with_text),
+        "16 PNGs with 80 MB of zTXt text in one /predict": upload("text.png", png_with_text, copies=16),
         "16-bit gray PNG 6324x6324 (88 KB)": upload("gray16.png", gray16),
         "RGBA PNG 6324x6324 (167 KB)": upload("rgba.png", rgba),
         "16 RGBA PNGs 6324x6324 in one /predict": upload("rgba.png", rgba, copies=16),

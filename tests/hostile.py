@@ -7,6 +7,7 @@ import json
 import struct
 import subprocess
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,20 @@ V2_INFER = "/v2/models/cats-dogs-other/infer"
 V2_NEGATIVE_SHAPE = (
     b'{"inputs": [{"name": "image", "shape": [-1, -1], "datatype": "BYTES", "data": ["AA=="]}]}'
 )
+
+
+def png_with_text(chunks: int = 80, chunk_bytes: int = 1_000_000) -> bytes:
+    """An 8x8 PNG carrying `chunks` zTXt chunks of `chunk_bytes` each once decompressed (~1 KB each on
+    the wire), before its pixels: Pillow decompresses them inside Image.open."""
+    from PIL import Image
+
+    from tests.images import chunk, encode
+
+    png = encode(Image.new("RGB", (8, 8), (1, 2, 3)), "PNG")
+    text = b"".join(
+        chunk(b"zTXt", b"k%d\x00\x00" % i + zlib.compress(b"a" * chunk_bytes, 9)) for i in range(chunks)
+    )
+    return png[:33] + text + png[33:]  # after the 8-byte signature and the 25-byte IHDR chunk
 
 
 def v2_empty_elements(count: int) -> bytes:

@@ -59,15 +59,15 @@ def png_image(
         parts.extend(compressor.compress(row) for _ in range(rows))
     parts.append(compressor.flush())
     header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, int(interlace))
-    palette = _chunk(b"PLTE", bytes(range(256)) * 3) if color_type == 3 else b""
+    palette = chunk(b"PLTE", bytes(range(256)) * 3) if color_type == 3 else b""
     return (
         b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", header)
+        + chunk(b"IHDR", header)
         + palette
-        + _chunk(b"IDAT", b"".join(parts))
-        + _chunk(b"IEND", b"")
+        + chunk(b"IDAT", b"".join(parts))
+        + chunk(b"IEND", b"")
     )
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
+def chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))

@@ -23,6 +23,7 @@ from tests.api.conftest import ServeProcess, serve_command
 from tests.hostile import (
     V2_INFER,
     V2_NEGATIVE_SHAPE,
+    png_with_text,
     v2_binary_elements,
     v2_deep_nesting,
     v2_empty_elements,
@@ -243,6 +244,22 @@ def test_sixteen_large_pngs_in_one_predict_stay_within_the_stated_budget(
     # The stated per-request budget: decoding (DECODE_MEMORY_BYTES) plus the body, held at most 3 times.
     budget = (DEFAULT_DECODE_MEMORY_BYTES + 3 * body_bytes) / MiB
     assert growth < budget, f"peak RSS grew by {growth:.0f} MiB, over the {budget:.0f} MiB budget"
+
+
+def test_png_text_chunks_cannot_hold_memory(server: ServeProcess, memory: ProcessMemory) -> None:
+    # 80 KB on the wire, 80 MB of text once decompressed, all inside Image.open: Pillow's own cap was
+    # 64 MiB an image, and each failed image's traceback kept it until the cyclic collector ran
+    # (sixteen in one /predict: +1,052 MiB).
+    bomb = png_with_text()
+    assert len(bomb) < 100_000
+    before = memory.reset_peak()
+    single = httpx.post(f"{server.base_url}/upload", files={"file": ("t.png", bomb)}, timeout=60)
+    files = [("files", (f"t{i}.png", bomb)) for i in range(16)]
+    many = httpx.post(f"{server.base_url}/predict", files=files, timeout=60)
+    assert single.status_code == 415
+    assert [answer["error"]["status"] for answer in many.json()] == [415] * 16
+    growth = memory.peak_mib() - before
+    assert growth < 30, f"peak RSS grew by {growth:.0f} MiB"
 
 
 def test_a_client_that_leaves_stops_the_work_on_its_images(

@@ -22,7 +22,7 @@ from cats_dogs_other.inference.decode import (
     _webp_size,
     decode_image,
 )
-from tests.hostile import decode_peak
+from tests.hostile import decode_peak, png_with_text
 from tests.images import encode, png_declaring, png_image
 
 
@@ -290,6 +290,24 @@ def test_webp_size_is_read_from_the_header_before_opening(
     assert _webp_size(data) == (1234, 567)
     animated = encode(image, "WEBP", save_all=True, append_images=[image.rotate(90)], **params)
     assert _webp_size(animated) == (1234, 567)
+
+
+def test_png_text_is_capped_at_4_mib_and_a_little_text_is_fine() -> None:
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(png_with_text(chunks=5))  # 5 MB of text
+    assert caught.value.kind is ImageErrorKind.UNSUPPORTED
+    assert decode_image(png_with_text(chunks=2)).size == (8, 8)
+
+
+def test_a_failed_decode_keeps_nothing_of_its_frames() -> None:
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(png_with_text(chunks=5))
+    detached = caught.value.detached()
+    assert (detached.kind, str(detached)) == (caught.value.kind, str(caught.value))
+    assert detached.__traceback__ is None
+    assert caught.value.__traceback__ is None
+    assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None
 
 
 def test_an_image_that_alone_exceeds_the_decoding_budget_is_refused_with_numbers() -> None:

@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager, nullcontext
 from enum import StrEnum
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from cats_dogs_other.inference.budget import MemoryBudget
 
@@ -41,6 +41,11 @@ STRIP_BYTES_PER_PIXEL = 24  # crop, alpha composite, conversion and 16-bit scali
 # bytes and into its raster: four copies of 4 bytes per pixel (measured: 600 MiB for 40 megapixels).
 WEBP_BYTES_PER_PIXEL = 16
 DECODER_WORKSPACE_BYTES = 4 << 20  # zlib, libjpeg and libtiff state, Python objects
+# PNG text chunks are decompressed inside Image.open, before any reservation: Pillow allows 64 MiB of
+# them per image (an 80 KB file held 66 MiB). This service reads no PNG text; 4 MiB in all is plenty for
+# the metadata cameras write, and the per-chunk cap (1 MiB) still admits ICC profiles. Pillow documents
+# both as settings of its PNG plugin; they are process-wide, which is what this service wants.
+PngImagePlugin.MAX_TEXT_MEMORY = 4 << 20
 
 
 def max_pixels_for(decode_memory_bytes: int) -> int:
@@ -78,6 +83,18 @@ class InvalidImageError(ValueError):
     def __init__(self, kind: ImageErrorKind, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+    def detached(self) -> InvalidImageError:
+        """This error with only its kind and message, and this one stripped of its traceback and cause.
+
+        Raised out of a worker thread's future, an error sits in a reference cycle (traceback → frame →
+        future → error) that only the cyclic collector frees; meanwhile its traceback and cause hold the
+        failed decode's frames: up to 4 MiB of PNG text, partial pixels. Sixteen such files in one
+        /predict held 1 GiB until a collection; stripped, reference counting frees it all at once.
+        """
+        self.__traceback__ = None
+        self.__cause__ = self.__context__ = None
+        return InvalidImageError(self.kind, str(self))
 
 
 def decode_image(

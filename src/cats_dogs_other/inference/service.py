@@ -101,6 +101,8 @@ class InferenceService:
                 return await anyio.to_thread.run_sync(
                     self.classifier.decode, data, self.max_pixels, self.budget, limiter=self._decoders
                 )
+        except InvalidImageError as exc:
+            raise exc.detached() from None  # not the failed decode's frames (InvalidImageError.detached)
         finally:
             self.decoding -= 1
 
