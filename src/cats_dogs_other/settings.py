@@ -10,7 +10,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES, max_pixels_for
-from cats_dogs_other.urls import is_loopback_url
+from cats_dogs_other.urls import require_https_unless_loopback
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -123,9 +123,8 @@ class Settings(BaseSettings):
     @field_validator("oauth2_issuer", "oauth2_jwks_uri")
     @classmethod
     def _https_unless_loopback(cls, value: str | None) -> str | None:
-        """Keys fetched over plain HTTP could be swapped by anyone on the path: only for local work."""
-        if value and urlsplit(value).scheme == "http" and not is_loopback_url(value):
-            raise ValueError(f"{value} must use https (http is accepted only on a loopback address)")
+        if value and urlsplit(value).scheme:  # a relative OAUTH2_JWKS_URI is joined to the issuer
+            require_https_unless_loopback(value)
         return value
 
     @field_validator("log_level", mode="before")

@@ -21,6 +21,14 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+def require_https_unless_loopback(url: str) -> None:
+    """Keys fetched over plain HTTP could be swapped by anyone on the path: https, or http on a
+    loopback address only (local work and tests). ValueError otherwise."""
+    scheme = urlsplit(url).scheme
+    if scheme != "https" and not (scheme == "http" and is_loopback_url(url)):
+        raise ValueError(f"{url} must use https (plain http is accepted only on a loopback address)")
+
+
 def redact_credentials(text: str) -> str:
     """`https://user:secret@host/…` → `https://***@host/…`, wherever it appears in `text`."""
     return _CREDENTIALS.sub(r"\g<scheme>***@", text)

@@ -152,15 +152,15 @@ class BodyLimitMiddleware:
         self,
         app: ASGIApp,
         max_bytes: int,
+        budget: BodyBudget,
         chunk_timeout_seconds: float = 30.0,
         deadline_seconds: float = 120.0,
-        budget: BodyBudget | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.budget = budget
         self.chunk_timeout = chunk_timeout_seconds
         self.deadline = deadline_seconds
-        self.budget = budget or BodyBudget(capacity=max_bytes * 8)
 
     def _too_large(self) -> HTTPException:
         return HTTPException(

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import ClassVar
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, ProblemDetails
 from cats_dogs_other.api.runtime import Runtime
 from cats_dogs_other.settings import Settings
 
@@ -157,12 +157,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: HTTPStatus, detail: str, headers: dict[str, str] | None = None) -> None:
         """Answer with problem+json and close, without involving the app (it never saw this request)."""
-        body = json.dumps(
-            {"type": "about:blank", "title": status.phrase, "status": int(status), "detail": detail}
+        body = ProblemDetails(title=status.phrase, status=int(status), detail=detail).model_dump_json(
+            exclude_none=True
         ).encode()
         lines = [
             f"HTTP/1.1 {int(status)} {status.phrase}",
-            "Content-Type: application/problem+json",
+            f"Content-Type: {PROBLEM_MEDIA_TYPE}",
             f"Content-Length: {len(body)}",
             "Connection: close",
             *(f"{name}: {value}" for name, value in (headers or {}).items()),

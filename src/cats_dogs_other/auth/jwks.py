@@ -30,7 +30,7 @@ import httpx
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
-from cats_dogs_other.urls import is_loopback_url
+from cats_dogs_other.urls import require_https_unless_loopback
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,6 @@ def parse_max_age(cache_control: str | None, default: float) -> float:
         if match:
             return min(float(match.group(1)), MAX_CACHE_SECONDS)
     return default
-
-
-def check_fetchable(url: str) -> None:
-    """Keys and discovery only over https, or http on a loopback address (local work and tests)."""
-    scheme = urlsplit(url).scheme
-    if scheme != "https" and not (scheme == "http" and is_loopback_url(url)):
-        raise ValueError(f"{url} is not an https URL (http is accepted only on a loopback address)")
 
 
 class JwksCache:
@@ -142,7 +135,7 @@ class JwksCache:
                 await self._background
 
     async def settled(self) -> None:
-        """Wait for a refresh under way, if any (tests, shutdown)."""
+        """Wait for a background refresh under way, if any (tests)."""
         if self._background is not None:
             await self._background
 
@@ -199,7 +192,7 @@ class JwksCache:
         if document.get("issuer") not in (self.issuer, self.issuer.rstrip("/")):
             raise ValueError(f"{url} names issuer {document.get('issuer')!r}, not {self.issuer!r}")
         jwks_uri: str = document["jwks_uri"]
-        check_fetchable(jwks_uri)
+        require_https_unless_loopback(jwks_uri)
         self._jwks_uri = jwks_uri
         return jwks_uri
 
@@ -207,7 +200,7 @@ class JwksCache:
         """The JSON document at `url`: at most MAX_DOCUMENT_BYTES, within the fetch deadline."""
         async with asyncio.timeout(self._fetch_deadline):
             for _ in range(MAX_REDIRECTS + 1):
-                check_fetchable(url)
+                require_https_unless_loopback(url)
                 request = self._client.build_request("GET", url, headers={"Accept": "application/json"})
                 response = await self._client.send(request, stream=True, follow_redirects=False)
                 try:

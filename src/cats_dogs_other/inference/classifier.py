@@ -142,6 +142,4 @@ class ImageClassifier:
         first full batch pays for lazy initialisation or for growing ONNX Runtime's memory arena."""
         spec = self.card.preprocessing
         blank = to_input_array(Image.new("RGB", (spec.width, spec.height), (127, 127, 127)), spec)
-        self.run(blank[np.newaxis])
-        if batch_size > 1:
-            self.run(np.stack([blank] * batch_size))
+        self.run(np.stack([blank] * max(1, batch_size)))
