@@ -149,12 +149,27 @@ def now() -> int:
     return int(time.time())
 
 
+TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
+def at_signing(claims: dict[str, object]) -> dict[str, object]:
+    """Turn time claims given as seconds from now into timestamps when the token is signed.
+
+    Parameters are built at collection, minutes before a late test runs: an absolute `now() + 120`
+    would be in the past by then.
+    """
+    return {
+        name: now() + value if name in TIME_CLAIMS and isinstance(value, int) else value
+        for name, value in claims.items()
+    }
+
+
 @pytest.mark.parametrize(
     ("claims", "description"),
     [
-        ({"exp": now() - 120}, "expired"),
-        ({"nbf": now() + 120}, "not valid yet"),
-        ({"iat": now() + 120}, "not valid yet"),
+        ({"exp": -120}, "expired"),
+        ({"nbf": 120}, "not valid yet"),
+        ({"iat": 120}, "not valid yet"),
         ({"exp": None}, "no exp claim"),
         ({"iss": "https://evil.example.org/"}, "another issuer"),
         ({"iss": None}, "no iss claim"),
@@ -166,7 +181,7 @@ def now() -> int:
 def test_claims_are_checked(
     provider: FakeProvider, auth_client: TestClient, image: bytes, claims: dict[str, object], description: str
 ) -> None:
-    response = upload(auth_client, image, provider.token(**claims))
+    response = upload(auth_client, image, provider.token(**at_signing(claims)))
     assert_refused(response, 401, 'Bearer realm="cats-dogs-other", error="invalid_token"')
     assert description in response.headers["www-authenticate"]
     assert description in response.json()["detail"]
