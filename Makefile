@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml $(OIDC_PROVIDER)/package-lock.json $(BRUNO)/package-loc
 test: install
 	$(BIN)/ruff check src tests benchmarks boot.py
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 serve: install
@@ -33,6 +34,7 @@ serve: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks boot.py
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 
 # Re-train the default model shipped in the package from the course's dataset.
 DATA ?= ../shared/datasets/cats-dogs-other/images

@@ -56,3 +56,28 @@ def test_train_on_a_small_dataset(dataset_dir: Path, tmp_path: Path) -> None:
     assert (tmp_path / "out" / "model.onnx").is_file()
     card = json.loads((tmp_path / "out" / "model.json").read_text())
     assert card["training"]["command"].startswith("cats-dogs-other train --data")
+
+
+def test_every_setting_is_a_serve_flag_that_settings_validates() -> None:
+    from cats_dogs_other.cli import _given_settings, build_parser
+    from cats_dogs_other.settings import Settings
+
+    parser = build_parser()
+    for name in Settings.model_fields:
+        flag = "--" + name.replace("_", "-")
+        args = parser.parse_args(["serve", flag] if name == "auth_disabled" else ["serve", flag, "1"])
+        assert name in _given_settings(args), flag
+    given = _given_settings(
+        parser.parse_args(["serve", "--no-auth", "--model", "m.onnx", "--max-header-bytes", "2048"])
+    )
+    assert given == {"auth_disabled": True, "model_uri": "m.onnx", "max_header_bytes": "2048"}
+    settings = Settings(**given)
+    assert (settings.auth_disabled, settings.model_uri, settings.max_header_bytes) == (True, "m.onnx", 2048)
+    assert _given_settings(parser.parse_args(["serve"])) == {}  # flags not given leave env and defaults
+
+
+def test_an_invalid_flag_value_is_refused_with_the_settings_message() -> None:
+    done = run_cli("serve", "--no-auth", "--batch-max-size", "0")
+    assert done.returncode == 2
+    assert "invalid configuration" in done.stderr
+    assert "batch_max_size" in done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -44,8 +45,11 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cats_dogs_other.inference.classifier import ImageClassifier
     from cats_dogs_other.inference.decode import InvalidImageError
+    from cats_dogs_other.settings import Settings
 
-    classifier = ImageClassifier.load(args.model, max_pixels=args.max_pixels)
+    classifier = ImageClassifier.load(
+        args.model, max_pixels=args.max_pixels, registry=Settings().mlflow_registry()
+    )
     failed = False
     for name in args.files:
         try:
@@ -73,29 +77,19 @@ def _predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import uvicorn
     from pydantic import ValidationError
+    from uvicorn.supervisors import Multiprocess
 
-    from cats_dogs_other.api.app import create_app, load_classifier
+    from cats_dogs_other.api.app import create_app, load_classifier, worker_app
     from cats_dogs_other.api.server import DrainingServer, LimitedHttpProtocol, ProtocolLimits
     from cats_dogs_other.logs import configure_logging
     from cats_dogs_other.memory import configure_malloc
     from cats_dogs_other.settings import Settings
 
-    overrides = {
-        "host": args.host,
-        "port": args.port,
-        "model_uri": args.model,
-        "max_upload_bytes": args.max_upload_bytes,
-        "max_pixels": args.max_pixels,
-        "cors_origins": args.cors_origins,
-        "auth_disabled": True if args.no_auth else None,
-        "workers": args.workers,
-        "batch_max_size": args.batch_max_size,
-        "batch_max_wait_ms": args.batch_max_wait_ms,
-        "queue_max": args.queue_max,
-        "log_level": args.log_level.lower() if args.log_level_given else None,
-    }
+    given = _given_settings(args)
+    if args.log_level_given and "log_level" not in given:
+        given["log_level"] = args.log_level.lower()
     try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings(**given)
     except ValidationError as exc:
         print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
@@ -115,36 +109,23 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "server_header": False,
         "timeout_keep_alive": 5,
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
-        "http": "cats_dogs_other.api.server:LimitedHttpProtocol",
+        "http": LimitedHttpProtocol.with_limits(ProtocolLimits.from_settings(settings)),
     }
-    LimitedHttpProtocol.limits = ProtocolLimits.from_settings(settings)
     if settings.workers == 1:
         app = create_app(settings, classifier, source)
         DrainingServer(
-            uvicorn.Config(app, **options), app.state.runtime, settings.shutdown_drain_seconds
+            uvicorn.Config(app, **options), app.state.service, settings.shutdown_drain_seconds
         ).run()
         return 0
-    # Several processes: each worker imports the factory and reads its settings from the environment,
-    # so the flags given here are handed down as environment variables. Uvicorn's supervisor has no
-    # drain phase: SIGTERM goes straight to the graceful shutdown of every worker.
+    # Several processes: each worker builds its own app from these same settings, which Uvicorn's
+    # supervisor hands over pickled (not through the environment). The supervisor has no drain phase:
+    # SIGTERM goes straight to the graceful shutdown of every worker.
     del classifier
-    os.environ.update(
-        {
-            name.upper(): _env_value(value)
-            for name, value in settings.model_dump().items()
-            if value is not None
-        }
+    config = uvicorn.Config(
+        functools.partial(worker_app, settings), factory=True, workers=settings.workers, **options
     )
-    uvicorn.run(
-        "cats_dogs_other.api.app:create_app_from_env", factory=True, workers=settings.workers, **options
-    )
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0
-
-
-def _env_value(value: object) -> str:
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _convert(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -158,10 +139,66 @@ def _convert(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _fetch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cats_dogs_other.models.convert import fetch_model
+    from cats_dogs_other.settings import Settings
 
-    path = fetch_model(args.uri, args.out)
+    settings = Settings()
+    path = fetch_model(args.uri, args.out, settings.model_cache_dir, settings.mlflow_registry())
     print(f"wrote {path} and {path.with_name('model.json')}")
     return 0
+
+
+SETTING_PREFIX = "setting:"
+# Flags kept from before the flags were generated: the course's and README's spelling.
+FLAG_ALIASES = {"model_uri": ["--model"]}
+
+
+def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per `Settings` field, generated: `max_upload_bytes` is `--max-upload-bytes`.
+
+    Values go to `Settings` as given (strings), so it validates and converts them exactly as it does
+    environment variables; flags not given are left out, and the environment or the default applies.
+    """
+    from cats_dogs_other.settings import Settings
+
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = name.upper()
+        help_text = f"{field.description or ''} ({env})".strip()
+        dest = SETTING_PREFIX + name
+        if field.annotation is bool:
+            parser.add_argument(
+                flag,
+                *FLAG_ALIASES.get(name, []),
+                dest=dest,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                flag,
+                *FLAG_ALIASES.get(name, []),
+                dest=dest,
+                default=argparse.SUPPRESS,
+                metavar=env,
+                help=help_text,
+            )
+    parser.add_argument(
+        "--no-auth",
+        dest=SETTING_PREFIX + "auth_disabled",
+        action="store_const",
+        const=True,
+        default=argparse.SUPPRESS,
+        help="serve without tokens, for local demos (AUTH_DISABLED=true)",
+    )
+
+
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        key.removeprefix(SETTING_PREFIX): value
+        for key, value in vars(args).items()
+        if key.startswith(SETTING_PREFIX)
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,26 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--out", type=Path, required=True, help="where to write model.onnx and model.json")
     fetch.set_defaults(handler=_fetch)
 
-    serve = commands.add_parser("serve", help="start the HTTP service (settings also from the environment)")
-    serve.add_argument("--host", default=None, help="interface to listen on (HOST, default 0.0.0.0)")
-    serve.add_argument("--port", type=int, default=None, help="TCP port (PORT, default 8080)")
-    serve.add_argument(
-        "--model", default=None, help="model path or URI (MODEL_URI; default: the built-in one)"
+    serve = commands.add_parser(
+        "serve",
+        help="start the HTTP service (settings also from the environment)",
+        description="Every setting is a flag and an environment variable (flags win); defaults: README.",
     )
-    serve.add_argument("--no-auth", action="store_true", help="serve without tokens (AUTH_DISABLED=true)")
-    serve.add_argument("--max-upload-bytes", type=int, default=None, help="MAX_UPLOAD_BYTES (default 10 MiB)")
-    serve.add_argument(
-        "--max-pixels", type=int, default=None, help="MAX_PIXELS (default: from DECODE_MEMORY_BYTES)"
-    )
-    serve.add_argument(
-        "--cors-origins", default=None, help="CORS_ORIGINS, comma-separated (default: CORS off)"
-    )
-    serve.add_argument("--workers", type=int, default=None, help="server processes (WORKERS, default 1)")
-    serve.add_argument("--batch-max-size", type=int, default=None, help="BATCH_MAX_SIZE (default 4)")
-    serve.add_argument("--batch-max-wait-ms", type=float, default=None, help="BATCH_MAX_WAIT_MS (default 2)")
-    serve.add_argument(
-        "--queue-max", type=int, default=None, help="QUEUE_MAX requests in progress (default 128)"
-    )
+    _add_settings_arguments(serve)
     serve.set_defaults(handler=_serve)
     return parser
 
@@ -246,12 +269,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     for chatty in ("onnxscript", "onnx_ir", "torch"):  # the ONNX exporter narrates every pass at INFO
         logging.getLogger(chatty).setLevel(logging.ERROR)
+    from pydantic import ValidationError
+
     from cats_dogs_other.models.errors import ModelLoadError
 
     try:
         code: int = args.handler(args, argv)
     except ModelLoadError as exc:  # every command: a model that cannot be used stops with what to fix
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # a setting from the environment that Settings refuses
+        print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     return code
 

@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES, max_pixels_for
+from cats_dogs_other.models.source import MlflowRegistry
 from cats_dogs_other.urls import require_https_unless_loopback
 
 KiB = 1024
@@ -30,6 +31,13 @@ class Settings(BaseSettings):
         "or runs:/RUN_ID/PATH (MLFLOW_TRACKING_URI); default: the built-in model. MODEL_PATH works too.",
     )
     model_cache_dir: Path | None = Field(None, description="Where registry models are downloaded once.")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="The MLflow server that models:/ and runs:/ URIs are fetched from."
+    )
+    mlflow_http_request_max_retries: int = Field(
+        1, ge=0, description="Retries of one MLflow request (MLflow's default would retry for minutes)."
+    )
+    mlflow_http_request_timeout: int = Field(10, gt=0, description="Seconds one MLflow request may take.")
     max_upload_bytes: int = Field(10 * MiB, gt=0, description="Largest request body accepted, in bytes.")
     decode_memory_bytes: int = Field(
         DEFAULT_DECODE_MEMORY_BYTES,
@@ -100,6 +108,11 @@ class Settings(BaseSettings):
     oauth2_fetch_timeout_seconds: float = Field(
         5.0, gt=0, description="Timeout of one key or discovery fetch."
     )
+
+    def mlflow_registry(self) -> MlflowRegistry:
+        return MlflowRegistry(
+            self.mlflow_tracking_uri, self.mlflow_http_request_max_retries, self.mlflow_http_request_timeout
+        )
 
     def auth_configuration_error(self) -> str | None:
         """Why predictions cannot be protected as configured, or None (secure by default)."""

@@ -56,7 +56,7 @@ def test_concurrent_uploads_are_batched(sample_files: dict[str, Path]) -> None:
         first = pool.submit(post, base_url, data)
         assert gate.entered.acquire(timeout=30)  # the first call holds the model
         rest = [pool.submit(post, base_url, data) for _ in range(6)]
-        batcher = app.state.runtime.inference.batcher
+        batcher = app.state.service.model.engine.batcher
         wait_for(lambda: batcher.depth == 6)  # all six decoded and queued behind it
         gate.open.set()
         assert [f.result().json()["prediction"] for f in [first, *rest]] == ["Dog"] * 7
@@ -71,7 +71,7 @@ def test_full_service_answers_503_at_once_and_recovers(sample_files: dict[str, P
         gate = Gate(classifier)
         held = [pool.submit(post, base_url, data) for _ in range(2)]
         assert gate.entered.acquire(timeout=30)
-        wait_for(lambda: app.state.runtime.inference.in_flight == 2)
+        wait_for(lambda: app.state.service.model.engine.in_flight == 2)
         refused = post(base_url, data)
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "1"
@@ -85,8 +85,10 @@ def test_full_service_answers_503_at_once_and_recovers(sample_files: dict[str, P
 
 
 @pytest.mark.slow
-def test_several_workers_serve(tmp_path: Path, sample_files: dict[str, Path]) -> None:
-    command = serve_command("--workers", "2")
+def test_several_workers_serve_with_the_settings_they_were_given(
+    tmp_path: Path, sample_files: dict[str, Path]
+) -> None:
+    command = serve_command("--workers", "2", "--max-header-bytes", "2048")
     server = ServeProcess(command, tmp_path / "workers.log").start()
     try:
         with httpx.Client(base_url=server.base_url, timeout=30) as client:
@@ -96,8 +98,23 @@ def test_several_workers_serve(tmp_path: Path, sample_files: dict[str, Path]) ->
             ]
             assert [a.json()["prediction"] for a in answers] == ["Cat"] * 6
             assert client.get("/version").json()["auth"]["mode"] == "disabled"
+            # A flag, not an environment variable: the workers still hold to it.
+            assert client.get("/health", headers={"X-Padding": "x" * 3000}).status_code == 431
         wait_for(
             lambda: server.logs().count("model warmed up; ready") == 2, timeout=60
         )  # one model per worker
+        assert server.process is not None
+        workers = worker_pids(server.process.pid)
+        assert len(workers) == 2
+        for pid in workers:  # settings reached them pickled, not written into their environment
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert not any(entry.startswith(b"MAX_HEADER_BYTES=") for entry in environment)
     finally:
         server.stop()
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    return [
+        int(pid) for pid in children if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]

@@ -68,6 +68,17 @@ def test_logs_are_json_lines_without_tokens_or_image_bytes(
     assert any(e["message"].startswith("AUTHENTICATION IS DISABLED") for e in entries)
 
 
+def test_the_model_is_announced_in_one_short_line(live_server: ServeProcess) -> None:
+    sha256 = httpx.get(f"{live_server.base_url}/version", timeout=30).json()["model"]["sha256"]
+    entries = [json.loads(line) for line in live_server.logs().splitlines() if line.strip()]
+    (loaded,) = [
+        e["message"] for e in entries if e["message"].startswith("model ") and "sha256" in e["message"]
+    ]
+    assert f"sha256 {sha256[:12]}" in loaded
+    assert "builtin:default" in loaded  # where it came from
+    assert len(loaded) < 200  # name, hash and source; not the whole model card
+
+
 def test_health_answers_while_uploads_are_in_flight(sample_files: dict[str, Path]) -> None:
     # Hold every inference at a gate: if the event loop were blocked, /health could not answer.
     classifier = ImageClassifier.load()

@@ -119,3 +119,30 @@ def test_infer_needs_a_token_when_auth_is_on(
             connection.infer("cats-dogs-other", [image_input([sample_files["Cat"]])])
         assert refused.value.status() == "401"
         connection.close()
+
+
+def test_a_client_that_pins_the_served_version_is_answered(
+    client: triton.InferenceServerClient, server: str, sample_files: dict[str, Path]
+) -> None:
+    result = client.infer("cats-dogs-other", [image_input([sample_files["Dog"]])], model_version="1")
+    assert [x.decode() for x in result.as_numpy("label")] == ["Dog"]
+    assert result.get_response()["model_version"] == "1"
+    other = httpx.post(
+        f"{server}/v2/models/cats-dogs-other/versions/2/infer",
+        json={"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["eA=="]}]},
+    )
+    assert other.status_code == 404
+    assert other.headers["content-type"] == "application/problem+json"
+    assert other.json()["error"] == other.json()["detail"]
+    assert "serves '1'" in other.json()["detail"]
+
+
+def test_a_bad_image_among_several_names_its_position(server: str, sample_files: dict[str, Path]) -> None:
+    good = base64.b64encode(sample_files["Cat"].read_bytes()).decode()
+    body = {
+        "inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": [good, "bm90IGFuIGltYWdl"]}]
+    }
+    response = httpx.post(f"{server}/v2/models/cats-dogs-other/infer", json=body)
+    assert response.status_code == 415
+    assert response.json()["error"].startswith("Image 1: ")
+    assert response.json()["code"] == "unsupported"

@@ -27,7 +27,7 @@ def test_sigterm_lets_in_flight_requests_finish(sample_files: dict[str, Path], d
     classifier = ImageClassifier.load()
     app = create_app(Settings(auth_disabled=True), classifier)
     server = DrainingServer(
-        ServerThread.config(app, timeout_graceful_shutdown=30), app.state.runtime, drain_seconds
+        ServerThread.config(app, timeout_graceful_shutdown=30), app.state.service, drain_seconds
     )
     data = sample_files["Dog"].read_bytes()
     thread = ServerThread(app, server)
@@ -36,7 +36,7 @@ def test_sigterm_lets_in_flight_requests_finish(sample_files: dict[str, Path], d
         gate = Gate(classifier)
         in_flight = [pool.submit(post, base_url, data) for _ in range(3)]
         assert gate.entered.acquire(timeout=30)
-        wait_for(lambda: app.state.runtime.inference.in_flight == 3)
+        wait_for(lambda: app.state.service.model.engine.in_flight == 3)
         server.handle_exit(signal.SIGTERM, None)
         if drain_seconds:
             ready = httpx.get(f"{base_url}/ready")  # still listening, but telling balancers to go away
@@ -71,13 +71,12 @@ def test_real_process_drains_on_sigterm_and_exits_cleanly(
     assert "Application shutdown complete" in server.logs()
 
 
-def test_slow_headers_get_the_connection_closed(
-    classifier: ImageClassifier, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_slow_headers_get_the_connection_closed(classifier: ImageClassifier) -> None:
     settings = Settings(auth_disabled=True, header_timeout_seconds=0.5)
-    monkeypatch.setattr(LimitedHttpProtocol, "limits", ProtocolLimits.from_settings(settings))
     app = create_app(settings, classifier)
-    config = ServerThread.config(app, http=LimitedHttpProtocol)
+    config = ServerThread.config(
+        app, http=LimitedHttpProtocol.with_limits(ProtocolLimits.from_settings(settings))
+    )
     with ServerThread(app, __import__("uvicorn").Server(config)) as base_url:
         port = socket_port(base_url)
         for opening in (b"", b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Ty"):

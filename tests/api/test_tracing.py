@@ -55,6 +55,42 @@ def test_upload_is_traced_step_by_step(classifier: ImageClassifier, sample_files
     assert root.start_time <= spans["decode"].start_time <= spans["decode"].end_time <= root.end_time
 
 
+def test_a_callers_traceparent_joins_its_trace(
+    classifier: ImageClassifier, sample_files: dict[str, Path]
+) -> None:
+    tracer, exporter = in_memory_tracer()
+    trace_id, caller_span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with TestClient(create_app(Settings(auth_disabled=True), classifier, tracer=tracer)) as client:
+        wait_until_ready(client)
+        exporter.clear()
+        response = client.post(
+            "/upload",
+            files={"file": ("c.png", sample_files["Cat"].read_bytes())},
+            headers={"traceparent": f"00-{trace_id}-{caller_span_id}-01"},
+        )
+        assert response.status_code == 200
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    root = spans["POST /upload"]
+    assert root.parent is not None
+    assert root.parent.span_id == int(caller_span_id, 16)  # a child of the caller's span
+    for step in ("POST /upload", "decode", "queue_wait", "inference"):
+        assert spans[step].context.trace_id == int(trace_id, 16), step
+
+
+def test_spans_hold_no_query_string(classifier: ImageClassifier, sample_files: dict[str, Path]) -> None:
+    tracer, exporter = in_memory_tracer()
+    with TestClient(create_app(Settings(auth_disabled=True), classifier, tracer=tracer)) as client:
+        wait_until_ready(client)
+        response = client.post(
+            "/upload?access_token=SECRET-IN-QUERY",
+            files={"file": ("c.png", sample_files["Cat"].read_bytes())},
+        )
+        assert response.status_code == 200
+    recorded = repr([dict(span.attributes or {}) for span in exporter.get_finished_spans()])
+    assert "/upload" in recorded
+    assert "SECRET-IN-QUERY" not in recorded
+
+
 def test_tracing_is_off_unless_an_endpoint_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)

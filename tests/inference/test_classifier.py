@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cats_dogs_other.inference.classifier import ImageClassifier, ModelLoadError
-from cats_dogs_other.inference.decode import ImageErrorKind, InvalidImageError
+from cats_dogs_other.inference.decode import InvalidImageError
 from cats_dogs_other.models.card import ModelCard, default_model_path
 
 
@@ -34,18 +34,6 @@ def test_batch_gives_the_same_answers_as_one_by_one(
     single = [classifier.predict([data])[0] for data in files]
     assert [r.prediction for r in batch] == [r.prediction for r in single]
     assert np.abs(np.array([r.values for r in batch]) - np.array([r.values for r in single])).max() < 1e-5
-
-
-def test_predict_each_answers_good_images_beside_bad_ones(
-    classifier: ImageClassifier, sample_files: dict[str, Path]
-) -> None:
-    results = classifier.predict_each(
-        [sample_files["Dog"].read_bytes(), b"", sample_files["Cat"].read_bytes()]
-    )
-    assert results[0].prediction == "Dog"  # type: ignore[union-attr]
-    assert isinstance(results[1], InvalidImageError)
-    assert results[1].kind is ImageErrorKind.EMPTY
-    assert results[2].prediction == "Cat"  # type: ignore[union-attr]
 
 
 def test_predict_raises_the_clear_error_for_a_bad_image(classifier: ImageClassifier) -> None:

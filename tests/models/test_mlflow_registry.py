@@ -15,10 +15,15 @@ from fastapi.testclient import TestClient
 from cats_dogs_other.api import create_app
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.models.errors import ModelLoadError
-from cats_dogs_other.models.source import resolve_model
+from cats_dogs_other.models.source import MlflowRegistry, resolve_model
 from cats_dogs_other.settings import Settings
 from tests.api.conftest import wait_until_ready
 from tests.models.conftest import course_predict
+
+
+def registry() -> MlflowRegistry:
+    """The registry as the service sees it: from Settings, which reads MLFLOW_TRACKING_URI."""
+    return Settings().mlflow_registry()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +67,7 @@ def test_registry_uris_serve_the_same_numbers_as_the_file(
     expected = course_predict(course_model, image)
     from_file = ImageClassifier.load(keras_files["keras"]).predict([image.read_bytes()])[0].values
     for uri in uris(registered):
-        source = resolve_model(uri, tracking)
+        source = resolve_model(uri, tracking, registry=registry())
         assert source.kind == "keras"
         assert source.path.name == "model.keras"
         (result,) = ImageClassifier.from_source(source).predict([image.read_bytes()])
@@ -72,11 +77,11 @@ def test_registry_uris_serve_the_same_numbers_as_the_file(
 
 
 def test_alias_resolves_to_its_version_and_downloads_once(registered: dict[str, str], tracking: Path) -> None:
-    first = resolve_model("models:/cats-dogs-other-course@champion", tracking)
+    first = resolve_model("models:/cats-dogs-other-course@champion", tracking, registry=registry())
     assert first.details["version"] == registered["version"]
     marker = first.path.parent.parent / ".complete"
     stamp = marker.stat().st_mtime_ns
-    again = resolve_model("models:/cats-dogs-other-course@champion", tracking)
+    again = resolve_model("models:/cats-dogs-other-course@champion", tracking, registry=registry())
     assert again.path == first.path
     assert marker.stat().st_mtime_ns == stamp  # served from the cache, not downloaded again
     assert len([p for p in tracking.iterdir() if not p.name.startswith(".")]) == 1
@@ -103,7 +108,9 @@ def test_fetch_bakes_a_registry_keras_model_into_onnx(
     # What the Dockerfile's build stage does: registry URI in, ONNX + card out, no Keras needed to serve.
     from cats_dogs_other.models.convert import fetch_model
 
-    onnx_path = fetch_model("models:/cats-dogs-other-course@champion", tracking.parent / "baked", tracking)
+    onnx_path = fetch_model(
+        "models:/cats-dogs-other-course@champion", tracking.parent / "baked", tracking, registry()
+    )
     classifier = ImageClassifier.load(onnx_path)
     assert classifier.card.training["fetched_from"].startswith("models:/cats-dogs-other-course@champion")
     (result,) = classifier.predict([image.read_bytes()])
@@ -113,7 +120,7 @@ def test_fetch_bakes_a_registry_keras_model_into_onnx(
 def test_unreachable_registry_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     with pytest.raises(ModelLoadError, match="Cannot fetch models:/anything/1 from the MLflow server"):
-        resolve_model("models:/anything/1", tmp_path)
+        resolve_model("models:/anything/1", tmp_path, registry=registry())
 
 
 def test_registry_credentials_never_reach_the_message(
@@ -121,20 +128,20 @@ def test_registry_credentials_never_reach_the_message(
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://ci-bot:s3cr3t-t0ken@127.0.0.1:9")
     with pytest.raises(ModelLoadError) as caught:
-        resolve_model("models:/anything/1", tmp_path)
+        resolve_model("models:/anything/1", tmp_path, registry=registry())
     assert "s3cr3t-t0ken" not in str(caught.value)
     assert "http://***@127.0.0.1:9" in str(caught.value)
 
 
 def test_unknown_registered_model_says_so(mlflow_server: str, tracking: Path) -> None:
     with pytest.raises(ModelLoadError, match="Cannot fetch models:/no-such-model@champion"):
-        resolve_model("models:/no-such-model@champion", tracking)
+        resolve_model("models:/no-such-model@champion", tracking, registry=registry())
 
 
 def test_registry_uri_without_tracking_uri(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(ModelLoadError, match="needs MLFLOW_TRACKING_URI"):
-        resolve_model("models:/x/1", tmp_path)
+        resolve_model("models:/x/1", tmp_path, registry=registry())
 
 
 def test_serve_stops_at_start_when_the_registry_is_down(tmp_path: Path) -> None:
@@ -183,7 +190,7 @@ def test_train_logs_registers_and_serves_from_the_registry(
     assert "logged to MLflow: models:/cats-dogs-other-trained/1" in done.stdout
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-        source = resolve_model("models:/cats-dogs-other-trained/1", tmp_path / "cache")
+        source = resolve_model("models:/cats-dogs-other-trained/1", tmp_path / "cache", registry=registry())
     assert source.kind == "onnx"
     assert source.card is not None
     assert source.card.metrics["validation"]["images"] == 18

@@ -12,20 +12,21 @@ import anyio
 import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 from opentelemetry import trace
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
 from cats_dogs_other import __version__
+from cats_dogs_other.api import v2
 from cats_dogs_other.api.middleware import (
     BodyBudget,
     BodyLimitMiddleware,
     CancelOnDisconnectMiddleware,
     RequestContextMiddleware,
 )
-from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
+from cats_dogs_other.api.openapi import DESCRIPTION, TAGS, openapi_document
+from cats_dogs_other.api.problems import install_problem_handlers
 from cats_dogs_other.api.routes import router
-from cats_dogs_other.api.runtime import Runtime
-from cats_dogs_other.api.v2 import router as v2_router
+from cats_dogs_other.api.state import Phase, ServedModel, ServiceState
 from cats_dogs_other.auth import JwksCache, TokenValidator
 from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.classifier import ImageClassifier
@@ -37,23 +38,10 @@ from cats_dogs_other.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = """
-Says whether an image shows a **cat**, a **dog** or **something else**.
-
-`POST /upload` with one multipart part `file` answers
-`{"prediction": "Cat", "values": [p_cat, p_dog, p_other]}`; `POST /predict` takes several parts
-named `files`. Errors are RFC 9457 `application/problem+json`.
-"""
-
-TAGS = [
-    {"name": "inference", "description": "Classify images."},
-    {"name": "health", "description": "Probes and version information for operators and load balancers."},
-]
-
 
 def load_classifier(settings: Settings) -> tuple[ImageClassifier, ModelSource]:
     """The configured model (a path, a registry URI, or the built-in one) and where it came from."""
-    source = resolve_model(settings.model_uri, settings.model_cache_dir)
+    source = resolve_model(settings.model_uri, settings.model_cache_dir, settings.mlflow_registry())
     threads = settings.inference_threads or max(1, available_cores() // settings.workers)
     classifier = ImageClassifier.load(
         source.path, card=source.card, max_pixels=settings.max_pixels, threads=threads
@@ -84,10 +72,10 @@ def build_token_validator(settings: Settings, client: httpx.AsyncClient) -> Toke
     )
 
 
-def create_app_from_env() -> FastAPI:
-    """For `uvicorn --factory` and multi-worker serving: every worker builds its app from the environment."""
-    settings = Settings()
-    configure_logging(settings.log_level)  # a spawned worker starts with Python's default logging
+def worker_app(settings: Settings) -> FastAPI:
+    """The app of one `--workers N` process, from the settings `serve` was given (pickled, not via the
+    environment); a spawned worker starts with Python's default logging and malloc settings."""
+    configure_logging(settings.log_level)
     configure_malloc()
     return create_app(settings)
 
@@ -103,54 +91,37 @@ def create_app(
     provider = None
     if tracer is None:
         tracer, provider = tracing_from_environment()
-    runtime = Runtime(settings=settings, tracer=tracer)
     http_client = httpx.AsyncClient(
         timeout=settings.oauth2_fetch_timeout_seconds,
         follow_redirects=False,  # JwksCache follows redirects itself, on the same host only
         headers={"User-Agent": "cats-dogs-other"},
     )
-    runtime.token_validator = build_token_validator(settings, http_client)
+    state = ServiceState(settings, build_token_validator(settings, http_client), tracer=tracer)
     if classifier is not None:
-        runtime.attach(
-            classifier,
-            source or ModelSource(settings.model_uri or "builtin:default", classifier.model_path, "onnx"),
-        )
+        source = source or ModelSource(settings.model_uri or "builtin:default", classifier.model_path, "onnx")
+        state.model = ServedModel.build(classifier, source, settings, state.metrics, tracer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if runtime.classifier is None:
+        if state.model is None:
             # A bad model fails start-up here, with the loader's message, rather than the first request.
-            loaded, source = await anyio.to_thread.run_sync(load_classifier, settings)
-            runtime.attach(loaded, source)
-        if settings.auth_disabled:
-            log.warning("AUTHENTICATION IS DISABLED: anyone who can reach this service can use it")
-        elif runtime.token_validator is None:
-            log.error("predictions are refused: %s", settings.auth_configuration_error())
-        else:
-            log.info(
-                "predictions need tokens from %s with scope %s",
-                settings.oauth2_issuer,
-                settings.oauth2_required_scope,
-            )
-        assert runtime.inference is not None
-        runtime.inference.start()
-        warm_up = asyncio.create_task(_warm_up(runtime))
-        log.info(
-            "model %s loaded from %s",
-            runtime.classifier.name if runtime.classifier else "?",
-            runtime.model_source.describe() if runtime.model_source else "?",
-        )
+            loaded, loaded_from = await anyio.to_thread.run_sync(load_classifier, settings)
+            state.model = ServedModel.build(loaded, loaded_from, settings, state.metrics, state.tracer)
+        model = state.model
+        _log_auth_mode(settings, state.token_validator)
+        model.engine.start()
+        warm_up = asyncio.create_task(_warm_up(state, model))
+        log.info("model %s", model.describe())
         try:
             yield
         finally:
-            runtime.stopping = True
-            runtime.ready = False
+            state.advance(Phase.STOPPING)
             warm_up.cancel()
             with suppress(asyncio.CancelledError):
                 await warm_up
-            await runtime.inference.stop()
-            if runtime.token_validator is not None:
-                await runtime.token_validator.keys.close()
+            await model.engine.stop()
+            if state.token_validator is not None:
+                await state.token_validator.keys.close()
             await http_client.aclose()
             if provider is not None:
                 await anyio.to_thread.run_sync(provider.shutdown)  # export what is still buffered
@@ -161,12 +132,11 @@ def create_app(
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
-        form_limits={"max_files": settings.max_files_per_request, "max_fields": 16},
     )
-    app.state.runtime = runtime
-    app.openapi = lambda: _openapi_document(app, settings)  # type: ignore[method-assign]
+    app.state.service = state
+    app.openapi = lambda: openapi_document(app, settings)  # type: ignore[method-assign]
     app.include_router(router)
-    app.include_router(v2_router)
+    v2.install(app)
     install_problem_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -177,7 +147,7 @@ def create_app(
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     body_budget = BodyBudget(settings.body_memory_bytes)
-    runtime.metrics.body_memory.set_function(lambda: body_budget.in_use)
+    state.metrics.body_memory.set_function(lambda: body_budget.in_use)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_upload_bytes,
@@ -186,41 +156,42 @@ def create_app(
         budget=body_budget,
     )
     app.add_middleware(CancelOnDisconnectMiddleware)
-    app.add_middleware(
-        RequestContextMiddleware, metrics=runtime.metrics, tracer=runtime.tracer
-    )  # outermost: ids, logs, metrics
+    app.add_middleware(RequestContextMiddleware, metrics=state.metrics)  # ids, logs, metrics
+    if not isinstance(tracer, trace.NoOpTracer):  # outermost, and only when tracing: it costs per request
+        # The server span, joined to the caller's trace by `traceparent`; no span per body chunk.
+        app.add_middleware(
+            OpenTelemetryMiddleware,
+            tracer=tracer,
+            exclude_spans=["receive", "send"],
+            server_request_hook=_without_query,
+        )
     return app
 
 
-def _openapi_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
-    """FastAPI's document, with two fixes: error bodies are application/problem+json (FastAPI says
-    application/json), and with auth disabled no operation claims to need a token."""
-    if app.openapi_schema is None:
-        schema = get_openapi(
-            title=app.title,
-            version=app.version,
-            description=app.description,
-            routes=app.routes,
-            tags=app.openapi_tags,
+# The ASGI instrumentation records the whole URL; a query string may carry a token a client sent by
+# mistake (`?access_token=`), and spans are kept like logs: only the path goes in.
+
+
+def _without_query(span: trace.Span, scope: dict[str, Any]) -> None:
+    if span.is_recording():
+        path = scope.get("path", "")
+        span.set_attributes({"http.url": path, "http.target": path, "url.full": path, "url.query": ""})
+
+
+def _log_auth_mode(settings: Settings, validator: TokenValidator | None) -> None:
+    if settings.auth_disabled:
+        log.warning("AUTHENTICATION IS DISABLED: anyone who can reach this service can use it")
+    elif validator is None:
+        log.error("predictions are refused: %s", settings.auth_configuration_error())
+    else:
+        log.info(
+            "predictions need tokens from %s with scope %s",
+            settings.oauth2_issuer,
+            settings.oauth2_required_scope,
         )
-        problem_ref = {"$ref": "#/components/schemas/ProblemDetails"}
-        for operation in (op for path in schema["paths"].values() for op in path.values()):
-            for response in operation.get("responses", {}).values():
-                content = response.get("content", {})
-                if content.get("application/json", {}).get("schema") == problem_ref:
-                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}
-            if settings.auth_disabled:
-                operation.pop("security", None)
-                for status in ("401", "403"):
-                    operation.get("responses", {}).pop(status, None)
-        if settings.auth_disabled:
-            schema.get("components", {}).pop("securitySchemes", None)
-        app.openapi_schema = schema
-    return app.openapi_schema
 
 
-async def _warm_up(runtime: Runtime) -> None:
-    assert runtime.classifier is not None
-    await anyio.to_thread.run_sync(runtime.classifier.warm_up, runtime.settings.batch_max_size)
-    runtime.ready = True
+async def _warm_up(state: ServiceState, model: ServedModel) -> None:
+    await anyio.to_thread.run_sync(model.classifier.warm_up, state.settings.batch_max_size)
+    state.advance(Phase.READY)
     log.info("model warmed up; ready")

@@ -32,15 +32,14 @@ class RequestContextMiddleware:
     """Gives every request an id (the client's `X-Request-ID` when sane), returns it, logs one JSON line.
 
     The log line has method, path, status, duration and the client address: never headers, query values
-    or bodies, so neither tokens nor image bytes can leak into logs.
+    or bodies, so neither tokens nor image bytes can leak into logs. The request's span is OpenTelemetry's
+    ASGI middleware's, outside this one (it joins a caller's `traceparent`); this one names it after the
+    route template and adds the request id and the final status (499 when the client left).
     """
 
-    def __init__(
-        self, app: ASGIApp, metrics: ServiceMetrics | None = None, tracer: trace.Tracer | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics | None = None) -> None:
         self.app = app
         self.metrics = metrics
-        self.tracer = tracer or trace.NoOpTracer()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,11 +51,27 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
 
+        span = trace.get_current_span()  # a non-recording no-op when tracing is off
+        if span.is_recording():
+            span.set_attributes(
+                {"http.request.method": scope["method"], "url.path": scope["path"], "request.id": request_id}
+            )
+
+        def annotate_span(status: int) -> None:
+            """Route and status on the span: at the response's start, as the span ends with its body."""
+            if span.is_recording():
+                route = getattr(scope.get("route"), "path", None)
+                if route:
+                    span.update_name(f"{scope['method']} {route}")
+                    span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+                annotate_span(status)
             await send(message)
 
         response_started = False
@@ -66,18 +81,8 @@ class RequestContextMiddleware:
             response_started = response_started or message["type"] == "http.response.start"
             await send_with_id(message)
 
-        span = self.tracer.start_span(
-            f"{scope['method']} {scope['path']}",
-            kind=trace.SpanKind.SERVER,
-            attributes={
-                "http.request.method": scope["method"],
-                "url.path": scope["path"],
-                "request.id": request_id,
-            },
-        )
         try:
-            with trace.use_span(span, end_on_exit=False):
-                await self.app(scope, receive, send_tracking)
+            await self.app(scope, receive, send_tracking)
         except Exception:
             # The last line of defence: log the traceback (never the request), answer a bare 500.
             error_log.exception("unhandled error", extra={"request_id": request_id})
@@ -86,13 +91,10 @@ class RequestContextMiddleware:
             await problem(500, INTERNAL_ERROR_DETAIL, Request(scope))(scope, receive, send_with_id)
         finally:
             route = getattr(scope.get("route"), "path", None)
-            if route:
-                span.update_name(f"{scope['method']} {route}")
-                span.set_attribute("http.route", route)
             if not response_started and scope.get("state", {}).get("client_disconnected"):
                 status = CLIENT_CLOSED_REQUEST
-            span.set_attribute("http.response.status_code", status)
-            span.end()
+            if not response_started:
+                annotate_span(status)
             elapsed = time.perf_counter() - started
             if self.metrics is not None:
                 # The route template, not the path: unknown paths must not create new series.

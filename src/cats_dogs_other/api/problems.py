@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -34,6 +35,35 @@ class ProblemDetails(BaseModel):
     request_id: str | None = Field(None, description="The request's id, for support.")
 
 
+@dataclass(frozen=True)
+class Problem:
+    """An error on its way out: status, detail for humans, headers, and any extension members."""
+
+    status: int
+    detail: str
+    headers: dict[str, str] = field(default_factory=dict)
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+    def details(self, request: Request | None = None, **extensions: Any) -> ProblemDetails:
+        return ProblemDetails(
+            title=HTTPStatus(self.status).phrase,
+            status=self.status,
+            detail=self.detail,
+            instance=request.url.path if request is not None else None,
+            request_id=request_id_of(request) if request is not None else None,
+            **self.extensions,
+            **extensions,
+        )
+
+    def response(self, request: Request | None = None, **extensions: Any) -> JSONResponse:
+        return JSONResponse(
+            self.details(request, **extensions).model_dump(exclude_none=True),
+            status_code=self.status,
+            headers=self.headers or None,
+            media_type=PROBLEM_MEDIA_TYPE,
+        )
+
+
 def problem(
     status: int,
     detail: str,
@@ -41,17 +71,7 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body = ProblemDetails(
-        title=HTTPStatus(status).phrase,
-        status=status,
-        detail=detail,
-        instance=request.url.path if request is not None else None,
-        request_id=request_id_of(request) if request is not None else None,
-        **extra,
-    )
-    return JSONResponse(
-        body.model_dump(exclude_none=True), status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE
-    )
+    return Problem(status, detail, headers or {}, extra).response(request)
 
 
 def request_id_of(request: Request) -> str | None:
@@ -65,55 +85,53 @@ IMAGE_ERROR_STATUS = {
     ImageErrorKind.CORRUPT: 415,
     ImageErrorKind.TOO_MANY_PIXELS: 413,
 }
+QUEUE_FULL_RETRY_AFTER_SECONDS = "1"
+
+# Every error type the service turns into an answer; anything else is a 500 (RequestContextMiddleware).
+KNOWN_ERRORS = (HTTPException, InvalidImageError, QueueFullError, RequestValidationError)
 
 
-def image_error_status(error: InvalidImageError) -> int:
-    return IMAGE_ERROR_STATUS[error.kind]
+def problem_for(exc: Exception, request: Request | None = None) -> Problem:
+    """The one place an error becomes a problem: every route and protocol answers through it."""
+    if isinstance(exc, InvalidImageError):
+        return Problem(IMAGE_ERROR_STATUS[exc.kind], str(exc), extensions={"code": exc.kind.value})
+    if isinstance(exc, QueueFullError):
+        return Problem(
+            503,
+            f"The service is at capacity ({exc}); retry shortly.",
+            {"Retry-After": QUEUE_FULL_RETRY_AFTER_SECONDS},
+        )
+    if isinstance(exc, RequestValidationError):
+        return _validation_problem(exc, request)
+    if isinstance(exc, HTTPException):
+        return Problem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+    raise TypeError(f"not an error this service answers: {type(exc).__name__}")
+
+
+def _validation_problem(exc: RequestValidationError, request: Request | None) -> Problem:
+    errors = [
+        {"location": ".".join(str(part) for part in error.get("loc", ())), "message": error.get("msg", "")}
+        for error in exc.errors()
+    ]
+    content_type = request.headers.get("content-type", "") if request is not None else ""
+    if (
+        request is not None
+        and request.method == "POST"
+        and not content_type.startswith("multipart/form-data")
+    ):
+        shown = content_type.split(";")[0] or "no Content-Type"
+        return Problem(415, f"Expected multipart/form-data with the image as a file part, got {shown}.")
+    missing = [e["location"].removeprefix("body.") for e in errors if e["message"] == "Field required"]
+    if missing:
+        detail = f"Missing form part(s): {', '.join(missing)}. Send the image as a multipart file part."
+    else:
+        detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors) or "The request is not valid."
+    return Problem(422, detail, extensions={"errors": errors})
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, HTTPException)
-        detail = str(exc.detail)
-        # The v2 protocol's clients read an `error` field; it rides along as a problem extension.
-        extra: dict[str, Any] = {"error": detail} if request.url.path.startswith("/v2/") else {}
-        return problem(exc.status_code, detail, request, headers=dict(exc.headers or {}), **extra)
+    async def answer(request: Request, exc: Exception) -> JSONResponse:
+        return problem_for(exc, request).response(request)
 
-    async def on_invalid_image(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, InvalidImageError)
-        extra: dict[str, Any] = {"error": str(exc)} if request.url.path.startswith("/v2/") else {}
-        return problem(image_error_status(exc), str(exc), request, code=exc.kind.value, **extra)
-
-    async def on_queue_full(request: Request, exc: Exception) -> JSONResponse:
-        return problem(
-            503, f"The service is at capacity ({exc}); retry shortly.", request, headers={"Retry-After": "1"}
-        )
-
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        errors = [
-            {
-                "location": ".".join(str(part) for part in error.get("loc", ())),
-                "message": error.get("msg", ""),
-            }
-            for error in exc.errors()
-        ]
-        content_type = request.headers.get("content-type", "")
-        missing = [e["location"].removeprefix("body.") for e in errors if e["message"] == "Field required"]
-        if request.method == "POST" and not content_type.startswith("multipart/form-data"):
-            shown = content_type.split(";")[0] or "no Content-Type"
-            return problem(
-                415, f"Expected multipart/form-data with the image as a file part, got {shown}.", request
-            )
-        if missing:
-            detail = f"Missing form part(s): {', '.join(missing)}. Send the image as a multipart file part."
-        else:
-            detail = (
-                "; ".join(f"{e['location']}: {e['message']}" for e in errors) or "The request is not valid."
-            )
-        return problem(422, detail, request, errors=errors)
-
-    app.add_exception_handler(HTTPException, on_http_exception)
-    app.add_exception_handler(InvalidImageError, on_invalid_image)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(QueueFullError, on_queue_full)
+    for error_type in KNOWN_ERRORS:
+        app.add_exception_handler(error_type, answer)

@@ -14,18 +14,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import FrameType
-from typing import ClassVar
+from typing import cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, ProblemDetails
-from cats_dogs_other.api.runtime import Runtime
+from cats_dogs_other.api.state import Phase, ServiceState
 from cats_dogs_other.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,22 +65,23 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     larger than what the headers may still take, and once they are complete the rest goes through
     uncounted (a body that arrives with its headers is never mistaken for headers). The count restarts
     when a request ends, so with pipelined requests the bytes after the last complete one in a slice
-    are not counted: a request's headers are held to at most twice the cap. `limits` is set by `serve`;
-    worker processes, which import this class by name, read it from the environment (`Settings()`).
+    are not counted: a request's headers are held to at most twice the cap. The limits are bound by
+    `with_limits`, which is what Uvicorn's `http` option gets (worker processes receive it pickled).
     """
 
-    limits: ClassVar[ProtocolLimits | None] = None
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, limits: ProtocolLimits, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        if LimitedHttpProtocol.limits is None:
-            LimitedHttpProtocol.limits = ProtocolLimits.from_settings(Settings())
-        self._limits: ProtocolLimits = LimitedHttpProtocol.limits
+        self._limits = limits
         self._header_timer: asyncio.TimerHandle | None = None
         self._in_headers = True
         self._header_bytes = 0
         self._header_count = 0
         self._refusal: tuple[HTTPStatus, str] | None = None
+
+    @classmethod
+    def with_limits(cls, limits: ProtocolLimits) -> type[asyncio.Protocol]:
+        """The protocol factory for `uvicorn.Config(http=...)`: a partial, so it pickles to workers."""
+        return cast(type[asyncio.Protocol], functools.partial(cls, limits=limits))
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -157,9 +159,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: HTTPStatus, detail: str, headers: dict[str, str] | None = None) -> None:
         """Answer with problem+json and close, without involving the app (it never saw this request)."""
-        body = ProblemDetails(title=status.phrase, status=int(status), detail=detail).model_dump_json(
-            exclude_none=True
-        ).encode()
+        body = (
+            ProblemDetails(title=status.phrase, status=int(status), detail=detail)
+            .model_dump_json(exclude_none=True)
+            .encode()
+        )
         lines = [
             f"HTTP/1.1 {int(status)} {status.phrase}",
             f"Content-Type: {PROBLEM_MEDIA_TYPE}",
@@ -192,9 +196,9 @@ def _headers_detail(what: str) -> str:
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, runtime: Runtime, drain_seconds: float) -> None:
+    def __init__(self, config: uvicorn.Config, state: ServiceState, drain_seconds: float) -> None:
         super().__init__(config)
-        self.runtime = runtime
+        self.state = state
         self.drain_seconds = drain_seconds
         self._draining = False
 
@@ -203,7 +207,7 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)
             return
         self._draining = True
-        self.runtime.draining = True
+        self.state.advance(Phase.DRAINING)
         log.info(
             "signal %s: /ready answers 503; still serving for %s s before shutting down",
             sig,

@@ -10,42 +10,124 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Annotated, Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from cats_dogs_other import __version__
-from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE
-from cats_dogs_other.api.routes import Inference, problem_responses
-from cats_dogs_other.api.runtime import Runtime, get_runtime
+from cats_dogs_other.api.dependencies import Engine, PredictionToken, State
+from cats_dogs_other.api.openapi import problem_responses
+from cats_dogs_other.api.pipeline import PredictionProtocol, run_prediction
+from cats_dogs_other.api.problems import KNOWN_ERRORS, Problem, problem_for
+from cats_dogs_other.api.state import Phase, ServiceState
 from cats_dogs_other.api.v2_request import (
     HEADER_LENGTH,
     InferenceRequest,
     V2RequestError,
     parse_infer_request,
 )
-from cats_dogs_other.auth.dependency import require_prediction_token
+from cats_dogs_other.inference.decode import InvalidImageError
+from cats_dogs_other.inference.service import Outcome
+from cats_dogs_other.settings import Settings
 
 MODEL_NAME = "cats-dogs-other"
-router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+DEFAULT_MODEL_VERSION = "1"
 
 
-def _v2_error(status: int, message: str) -> HTTPException:
-    # The protocol's error body is {"error": "..."}; it rides along the problem details as an extension.
-    return HTTPException(status, message)
+class OpenInferenceError(Exception):
+    """Any error of a v2 route, on its way to v2's own handler."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.detail)
+        self.problem = problem
 
 
-def _model(runtime: Runtime, name: str) -> Runtime:
+class OpenInferenceRoute(APIRoute):
+    """Routes whose errors also carry the protocol's `{"error": "..."}`: the same problem as anywhere
+    else (`problem_for`), with the protocol's member beside it."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_v2(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except KNOWN_ERRORS as exc:
+                problem = problem_for(exc, request)
+                if isinstance(exc, InvalidImageError) and exc.index is not None:
+                    problem = Problem(
+                        problem.status, f"Image {exc.index}: {exc}", problem.headers, problem.extensions
+                    )
+                raise OpenInferenceError(problem) from None
+
+        return handle_v2
+
+
+async def on_open_inference_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OpenInferenceError)
+    return exc.problem.response(request, error=exc.problem.detail)
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+    app.add_exception_handler(OpenInferenceError, on_open_inference_error)
+
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=OpenInferenceRoute)
+
+
+def served_version(state: ServiceState) -> str:
+    """The registry version of the served model when it has one, else "1"."""
+    version = state.model.source.details.get("version") if state.model is not None else None
+    return version or DEFAULT_MODEL_VERSION
+
+
+def _check_model(state: ServiceState, name: str, version: str | None = None) -> None:
     if name != MODEL_NAME:
-        raise _v2_error(404, f"Unknown model {name!r}; this server serves {MODEL_NAME!r}.")
-    return runtime
+        raise HTTPException(404, f"Unknown model {name!r}; this server serves {MODEL_NAME!r}.")
+    if version is not None and version != served_version(state):
+        raise HTTPException(
+            404,
+            f"Unknown version {version!r} of {MODEL_NAME!r}; this server serves {served_version(state)!r}.",
+        )
 
 
-def _is_ready(runtime: Runtime) -> bool:
-    return runtime.inference is not None and runtime.ready and not runtime.draining and not runtime.stopping
+def _check_ready(state: ServiceState) -> None:
+    if state.phase is not Phase.READY:
+        raise HTTPException(400, "The model is not ready.")
+
+
+class OpenInferenceProtocol(PredictionProtocol[InferenceRequest, Response]):
+    """v2 infer: a BYTES input of encoded images in; probabilities and labels out; all or nothing."""
+
+    fail_fast = True
+
+    def __init__(self, version: str) -> None:
+        self.version = version  # the model version the answer names
+
+    async def read(self, request: Request, settings: Settings) -> tuple[Sequence[bytes], InferenceRequest]:
+        body = await request.body()
+        try:  # counting and validating a 10 MB body takes milliseconds: not on the event loop
+            parsed = await anyio.to_thread.run_sync(
+                parse_infer_request,
+                body,
+                request.headers.get(HEADER_LENGTH),
+                settings.max_files_per_request,
+            )
+        except V2RequestError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return parsed.images, parsed.request
+
+    def answer(self, context: InferenceRequest, outcomes: list[Outcome]) -> Response:
+        predictions = [o for o in outcomes if not isinstance(o, InvalidImageError)]
+        assert len(predictions) == len(outcomes), "fail_fast raised the first bad image"
+        scores = np.array([p.values for p in predictions], dtype=np.float32)
+        return _response(context, scores, [p.prediction for p in predictions], self.version)
 
 
 @router.get("/health/live", summary="Liveness (v2)")
@@ -54,9 +136,8 @@ async def live() -> dict[str, bool]:
 
 
 @router.get("/health/ready", summary="Readiness (v2)", responses=problem_responses(400))
-async def ready(runtime: Annotated[Runtime, Depends(get_runtime)]) -> dict[str, bool]:
-    if not _is_ready(runtime):
-        raise _v2_error(400, "The model is not ready.")
+async def ready(state: State) -> dict[str, bool]:
+    _check_ready(state)
     return {"ready": True}
 
 
@@ -66,12 +147,12 @@ async def server_metadata() -> dict[str, Any]:
 
 
 @router.get("/models/{name}", summary="Model metadata (v2)", responses=problem_responses(404))
-async def model_metadata(name: str, runtime: Annotated[Runtime, Depends(get_runtime)]) -> dict[str, Any]:
-    _model(runtime, name)
-    labels = len(runtime.classifier.labels) if runtime.classifier else 3
+async def model_metadata(name: str, state: State) -> dict[str, Any]:
+    _check_model(state, name)
+    labels = len(state.model.classifier.labels) if state.model else 3
     return {
         "name": MODEL_NAME,
-        "versions": ["1"],
+        "versions": [served_version(state)],
         "platform": "onnxruntime_onnx",
         "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}],
         "outputs": [
@@ -82,55 +163,55 @@ async def model_metadata(name: str, runtime: Annotated[Runtime, Depends(get_runt
 
 
 @router.get("/models/{name}/ready", summary="Model readiness (v2)", responses=problem_responses(400, 404))
-async def model_ready(name: str, runtime: Annotated[Runtime, Depends(get_runtime)]) -> dict[str, Any]:
-    _model(runtime, name)
-    if not _is_ready(runtime):
-        raise _v2_error(400, "The model is not ready.")
+async def model_ready(name: str, state: State) -> dict[str, Any]:
+    _check_model(state, name)
+    _check_ready(state)
     return {"name": MODEL_NAME, "ready": True}
+
+
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {"inputs": {"type": "array", "minItems": 1}},
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+INFER_RESPONSES = problem_responses(400, 401, 403, 404, 413, 415, 503)
 
 
 @router.post(
     "/models/{name}/infer",
     summary="Classify encoded images (v2)",
-    responses=problem_responses(400, 401, 403, 404, 413, 415, 503),
-    dependencies=[Depends(require_prediction_token)],
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["inputs"],
-                        "properties": {"inputs": {"type": "array", "minItems": 1}},
-                    }
-                },
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            },
-        }
-    },
+    responses=INFER_RESPONSES,
+    dependencies=[PredictionToken],
+    openapi_extra=INFER_BODY,
 )
-async def infer(
-    name: str, request: Request, inference: Inference, runtime: Annotated[Runtime, Depends(get_runtime)]
-) -> Response:
-    _model(runtime, name)
-    body = await request.body()
-    try:  # counting and validating a 10 MB body takes milliseconds: not on the event loop
-        parsed = await anyio.to_thread.run_sync(
-            parse_infer_request,
-            body,
-            request.headers.get(HEADER_LENGTH),
-            runtime.settings.max_files_per_request,
-        )
-    except V2RequestError as exc:
-        raise _v2_error(400, str(exc)) from None
-    del body
-    results = await inference.predict_all(parsed.images)  # the first bad image: its 4xx, the rest stop
-    scores = np.array([r.values for r in results], dtype=np.float32)
-    return _response(parsed.request, scores, [r.prediction for r in results])
+async def infer(name: str, request: Request, engine: Engine, state: State) -> Response:
+    _check_model(state, name)
+    return await run_prediction(OpenInferenceProtocol(served_version(state)), request, engine, state.settings)
 
 
-def _response(request: InferenceRequest, scores: np.ndarray, labels: list[str]) -> Response:
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Classify encoded images with a pinned model version (v2)",
+    responses=INFER_RESPONSES,
+    dependencies=[PredictionToken],
+    openapi_extra=INFER_BODY,
+)
+async def infer_version(name: str, version: str, request: Request, engine: Engine, state: State) -> Response:
+    _check_model(state, name, version)
+    return await run_prediction(OpenInferenceProtocol(version), request, engine, state.settings)
+
+
+def _response(request: InferenceRequest, scores: np.ndarray, labels: list[str], version: str) -> Response:
     wanted = {o.name: o for o in request.outputs or []}
     binary_default = bool(request.parameters and request.parameters.binary_data_output)
     tensors = {
@@ -161,7 +242,7 @@ def _response(request: InferenceRequest, scores: np.ndarray, labels: list[str]) 
         else:
             output["data"] = values
         outputs.append(output)
-    body: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": "1", "outputs": outputs}
+    body: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": version, "outputs": outputs}
     if request.id is not None:
         body["id"] = request.id
     if not chunks:
@@ -174,4 +255,4 @@ def _response(request: InferenceRequest, scores: np.ndarray, labels: list[str]) 
     )
 
 
-__all__ = ["MODEL_NAME", "PROBLEM_MEDIA_TYPE", "router"]
+__all__ = ["MODEL_NAME", "install", "router"]

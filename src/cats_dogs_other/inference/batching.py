@@ -58,8 +58,8 @@ class MicroBatcher:
         self,
         run: Callable[[np.ndarray], Awaitable[np.ndarray]],
         *,
-        max_batch_size: int = 8,
-        max_wait_ms: float = 2.0,
+        max_batch_size: int,
+        max_wait_ms: float,
         max_queue: int = 64,
         more_coming: Callable[[], bool] | None = None,
     ) -> None:

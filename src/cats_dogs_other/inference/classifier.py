@@ -12,12 +12,12 @@ from PIL import Image
 
 from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.budget import MemoryBudget
-from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS, InvalidImageError, decode_image
+from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS, decode_image
 from cats_dogs_other.inference.preprocess import to_input_array
-from cats_dogs_other.inference.runners import KerasRunner, ModelRunner, OnnxRunner
 from cats_dogs_other.models.card import ModelCard
 from cats_dogs_other.models.errors import ModelLoadError
-from cats_dogs_other.models.source import ModelSource, resolve_model
+from cats_dogs_other.models.runners import KerasRunner, ModelRunner, OnnxRunner
+from cats_dogs_other.models.source import MlflowRegistry, ModelSource, resolve_model
 
 __all__ = ["ImageClassifier", "ModelLoadError", "Prediction"]
 
@@ -70,9 +70,11 @@ class ImageClassifier:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
         card: ModelCard | None = None,
+        registry: MlflowRegistry | None = None,
     ) -> ImageClassifier:
         """A model by path or URI (default: the built-in model); see `models.source`."""
-        return cls.from_source(resolve_model(model), card=card, max_pixels=max_pixels, threads=threads)
+        source = resolve_model(model, registry=registry)
+        return cls.from_source(source, card=card, max_pixels=max_pixels, threads=threads)
 
     @classmethod
     def from_source(
@@ -124,18 +126,6 @@ class ImageClassifier:
             return []
         batch = np.stack([self.decode(data) for data in images])
         return [self.to_prediction(row) for row in self.run(batch)]
-
-    def predict_each(self, images: Sequence[bytes]) -> list[Prediction | InvalidImageError]:
-        """Like `predict`, but a bad image gets its error in its place and the others are still answered."""
-        decoded: list[np.ndarray | InvalidImageError] = []
-        for data in images:
-            try:
-                decoded.append(self.decode(data))
-            except InvalidImageError as exc:
-                decoded.append(exc)
-        good = [d for d in decoded if isinstance(d, np.ndarray)]
-        rows = iter(self.run(np.stack(good))) if good else iter(())
-        return [d if isinstance(d, InvalidImageError) else self.to_prediction(next(rows)) for d in decoded]
 
     def warm_up(self, batch_size: int = 1) -> None:
         """Inference on blank images at the largest batch size, so that neither the first request nor the

@@ -80,9 +80,13 @@ class ImageErrorKind(StrEnum):
 class InvalidImageError(ValueError):
     """The one error bad image input raises: `kind` names the broken rule, the message explains it."""
 
-    def __init__(self, kind: ImageErrorKind, message: str) -> None:
+    def __init__(self, kind: ImageErrorKind, message: str, index: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.index = index  # the image's position among a request's images, once the engine knows it
+
+    def at(self, index: int) -> InvalidImageError:
+        return InvalidImageError(self.kind, str(self), index)
 
     def detached(self) -> InvalidImageError:
         """This error with only its kind and message, and this one stripped of its traceback and cause.
@@ -94,7 +98,7 @@ class InvalidImageError(ValueError):
         """
         self.__traceback__ = None
         self.__cause__ = self.__context__ = None
-        return InvalidImageError(self.kind, str(self))
+        return InvalidImageError(self.kind, str(self), self.index)
 
 
 def decode_image(

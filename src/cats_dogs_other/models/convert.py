@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cats_dogs_other.inference.runners import KerasRunner
 from cats_dogs_other.models.card import ModelCard
 from cats_dogs_other.models.errors import ModelLoadError
+from cats_dogs_other.models.runners import KerasRunner
+from cats_dogs_other.models.source import MlflowRegistry
 
 
 def convert_keras(model_path: Path, out_dir: Path, threads: int = 1) -> ModelCard:
@@ -38,7 +39,9 @@ def convert_keras(model_path: Path, out_dir: Path, threads: int = 1) -> ModelCar
     return card
 
 
-def fetch_model(uri: str, out_dir: Path, cache_dir: Path | None = None) -> Path:
+def fetch_model(
+    uri: str, out_dir: Path, cache_dir: Path | None = None, registry: MlflowRegistry | None = None
+) -> Path:
     """Resolve a model URI (path or registry) into `out_dir` as ONNX + card: what a container image bakes in.
 
     A Keras model is converted on the way, so the image that serves it needs neither Keras nor PyTorch.
@@ -47,7 +50,7 @@ def fetch_model(uri: str, out_dir: Path, cache_dir: Path | None = None) -> Path:
 
     from cats_dogs_other.models.source import resolve_model
 
-    source = resolve_model(uri, cache_dir)
+    source = resolve_model(uri, cache_dir, registry)
     out_dir.mkdir(parents=True, exist_ok=True)
     if source.kind == "keras":
         card = convert_keras(source.path, out_dir)

@@ -11,9 +11,11 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cats_dogs_other.models.card import ModelCard, card_path_for, default_model_path
 from cats_dogs_other.models.errors import ModelLoadError
@@ -45,18 +47,48 @@ class ModelSource:
         return f"{self.display_uri} ({extra})" if extra else self.display_uri
 
 
+@dataclass(frozen=True)
+class MlflowRegistry:
+    """How to reach the MLflow registry, from `Settings` (MLFLOW_TRACKING_URI and MLflow's own knobs)."""
+
+    tracking_uri: str | None
+    request_max_retries: int
+    request_timeout_seconds: int
+
+    @contextmanager
+    def client_environment(self) -> Iterator[None]:
+        """MLflow's HTTP client reads its retries and timeout only from the environment: set them for
+        the fetch, then put back what was there."""
+        wanted = {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.request_max_retries),
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.request_timeout_seconds),
+        }
+        saved = {name: os.environ.get(name) for name in wanted}
+        os.environ.update(wanted)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cats-dogs-other" / "models"
 
 
-def resolve_model(uri: str | Path | None, cache_dir: Path | None = None) -> ModelSource:
+def resolve_model(
+    uri: str | Path | None, cache_dir: Path | None = None, registry: MlflowRegistry | None = None
+) -> ModelSource:
     """A model URI to a local model file, its kind and its card (if one ships with it)."""
     if uri is None or str(uri) == "":
         path = default_model_path()
         return ModelSource("builtin:default", path, "onnx", _card_beside(path))
     text = str(uri)
     if text.startswith(REGISTRY_SCHEMES):
-        return _from_registry(text, cache_dir or default_cache_dir())
+        return _from_registry(text, cache_dir or default_cache_dir(), registry)
     if "://" in text or (":" in text.split("/")[0] and not Path(text).exists()):
         raise ModelLoadError(
             f"Unknown model URI scheme in {redact_credentials(text)!r}: use a path to an .onnx, .keras or "
@@ -90,13 +122,10 @@ def _card_beside(path: Path) -> ModelCard | None:
         raise ModelLoadError(f"Model card {card_file} is not valid: {exc}") from exc
 
 
-def _from_registry(uri: str, cache_dir: Path) -> ModelSource:
-    tracking = os.environ.get("MLFLOW_TRACKING_URI")
-    if not tracking:
+def _from_registry(uri: str, cache_dir: Path, registry: MlflowRegistry | None) -> ModelSource:
+    tracking = registry.tracking_uri if registry is not None else None
+    if registry is None or not tracking:
         raise ModelLoadError(f"{uri} needs MLFLOW_TRACKING_URI: set it to your MLflow tracking server's URL.")
-    # Fail fast when the server is down, instead of MLflow's default minutes of retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
         import mlflow
         from mlflow import MlflowClient
@@ -106,30 +135,36 @@ def _from_registry(uri: str, cache_dir: Path) -> ModelSource:
             "pip install 'cats-dogs-other[mlflow]'."
         ) from exc
     try:
-        details = _registry_details(MlflowClient(tracking_uri=tracking), uri)
-        key = hashlib.sha256(f"{tracking}|{uri}|{sorted(details.items())}".encode()).hexdigest()[:24]
-        target = cache_dir / key
-        if not (target / ".complete").is_file():
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".download-"))
-            downloaded = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=uri, dst_path=str(scratch), tracking_uri=tracking
-                )
-            )
-            shutil.rmtree(target, ignore_errors=True)
-            downloaded.rename(target)
-            shutil.rmtree(scratch, ignore_errors=True)
-            (target / ".complete").touch()
-            log.info("downloaded %s into %s", uri, target)
-        else:
-            log.info("using the cached download of %s", uri)
+        with registry.client_environment():  # fail fast when the server is down, not minutes of retries
+            return _download(uri, tracking, cache_dir, mlflow, MlflowClient(tracking_uri=tracking))
     except ModelLoadError:
         raise
     except Exception as exc:  # MLflow raises many types (connection, REST, missing artifact)
         # A tracking URI may carry credentials (https://user:token@host): never in a message or a log.
         message = f"Cannot fetch {uri} from the MLflow server at {tracking}: {_short(exc)}"
         raise ModelLoadError(redact_credentials(message)) from None
+
+
+def _download(uri: str, tracking: str, cache_dir: Path, mlflow: Any, client: Any) -> ModelSource:
+    """Into the cache once per resolved version; a finished download is marked `.complete`."""
+    details = _registry_details(client, uri)
+    key = hashlib.sha256(f"{tracking}|{uri}|{sorted(details.items())}".encode()).hexdigest()[:24]
+    target = cache_dir / key
+    if not (target / ".complete").is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".download-"))
+        downloaded = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(scratch), tracking_uri=tracking
+            )
+        )
+        shutil.rmtree(target, ignore_errors=True)
+        downloaded.rename(target)
+        shutil.rmtree(scratch, ignore_errors=True)
+        (target / ".complete").touch()
+        log.info("downloaded %s into %s", uri, target)
+    else:
+        log.info("using the cached download of %s", uri)
     return _from_path(target, uri, details)
 
 

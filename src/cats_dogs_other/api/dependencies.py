@@ -1,0 +1,116 @@
+"""The FastAPI dependencies every prediction route shares, in the order they run: the token check, the
+served model, admission. They run before the body is read: an unauthenticated client, or one that
+arrives while the service is full, cannot make it parse an upload."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cats_dogs_other.api.state import Phase, ServedModel, ServiceState
+from cats_dogs_other.auth.bearer import bearer_token, challenge
+from cats_dogs_other.auth.jwks import KeysUnavailableError
+from cats_dogs_other.auth.tokens import AuthFailure, FailureReason
+from cats_dogs_other.inference.service import InferenceService
+
+RETRY_AFTER_SECONDS = "5"
+KEYS_RETRY_AFTER_SECONDS = "10"
+log = logging.getLogger(__name__)
+
+# Declares the scheme in OpenAPI (Swagger's Authorize button); the header itself is parsed below.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    scheme_name="bearerAuth",
+    description="An OAuth2 access token (JWT) from the configured OpenID Connect provider, "
+    "with the scope get::prediction.",
+)
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+State = Annotated[ServiceState, Depends(get_state)]
+
+
+def not_serving(state: ServiceState) -> HTTPException:
+    """503 with Retry-After, worded by phase."""
+    why = "loading its model" if state.phase is Phase.STARTING else "shutting down"
+    return HTTPException(503, f"The service is {why}; retry shortly.", {"Retry-After": RETRY_AFTER_SECONDS})
+
+
+def serving_model(state: State) -> ServedModel:
+    """The served model, or 503 while it loads or the service stops."""
+    model = state.predicting_model
+    if model is None:
+        raise not_serving(state)
+    return model
+
+
+async def admitted_engine(
+    model: Annotated[ServedModel, Depends(serving_model)],
+) -> AsyncIterator[InferenceService]:
+    """Admission control, before the body is read: past QUEUE_MAX requests in flight, 503 at once."""
+    with model.engine.admission():
+        yield model.engine
+
+
+Engine = Annotated[InferenceService, Depends(admitted_engine)]
+
+
+def _refuse(
+    request: Request, state: ServiceState, reason: FailureReason, status: int, detail: str, header: str
+) -> HTTPException:
+    log.info(
+        "request refused: %s",
+        reason.value,
+        extra={"reason": reason.value, "request_id": request.scope.get("state", {}).get("request_id")},
+    )
+    state.metrics.auth_failures.labels(reason.value).inc()
+    return HTTPException(status, detail, {"WWW-Authenticate": header})
+
+
+async def require_prediction_token(
+    request: Request, state: State, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]
+) -> None:
+    """The token check per RFC 6750; tokens are never logged, failures by reason only."""
+    settings = state.settings
+    if settings.auth_disabled:
+        return
+    if state.token_validator is None:
+        raise HTTPException(503, settings.auth_configuration_error() or "Authentication is not available.")
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise _refuse(
+            request,
+            state,
+            FailureReason.MISSING,
+            401,
+            "A bearer token is required: send 'Authorization: Bearer <access token>'.",
+            challenge(),
+        )
+    try:
+        with state.tracer.start_as_current_span("auth"):
+            await state.token_validator.validate(token)
+    except AuthFailure as failure:
+        if failure.reason is FailureReason.SCOPE:
+            header = challenge("insufficient_scope", failure.description, settings.oauth2_required_scope)
+            raise _refuse(request, state, failure.reason, 403, failure.description, header) from None
+        header = challenge("invalid_token", failure.description)
+        raise _refuse(request, state, failure.reason, 401, failure.description, header) from None
+    except KeysUnavailableError:
+        log.warning("request refused: the identity provider's keys are unavailable")
+        raise HTTPException(
+            503,
+            "The identity provider's signing keys cannot be fetched right now; retry shortly.",
+            {"Retry-After": KEYS_RETRY_AFTER_SECONDS},
+        ) from None
+
+
+PredictionToken = Depends(require_prediction_token)

@@ -1,0 +1,89 @@
+"""What one app instance owns, built by `create_app`: its settings, the served model and its phase."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from opentelemetry import trace
+
+from cats_dogs_other.auth.tokens import TokenValidator
+from cats_dogs_other.inference.classifier import ImageClassifier
+from cats_dogs_other.inference.service import BatchingConfig, InferenceService
+from cats_dogs_other.models.source import ModelSource
+from cats_dogs_other.observability.metrics import ServiceMetrics
+from cats_dogs_other.settings import Settings
+
+
+class Phase(StrEnum):
+    """The life of a process, in this order only: a phase never goes back."""
+
+    STARTING = "starting"  # loading the model, warming it up: /ready 503, predictions 503
+    READY = "ready"
+    DRAINING = "draining"  # SIGTERM received: /ready 503 so load balancers leave, predictions still served
+    STOPPING = "stopping"  # the server is shutting down: predictions 503
+
+    @property
+    def serves_predictions(self) -> bool:
+        return self in (Phase.READY, Phase.DRAINING)
+
+
+_ORDER = list(Phase)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """The model being served, where it came from, and the engine that runs it: made together, once."""
+
+    classifier: ImageClassifier
+    source: ModelSource
+    engine: InferenceService
+
+    @classmethod
+    def build(
+        cls,
+        classifier: ImageClassifier,
+        source: ModelSource,
+        settings: Settings,
+        metrics: ServiceMetrics,
+        tracer: trace.Tracer,
+    ) -> ServedModel:
+        engine = InferenceService(
+            classifier,
+            max_pixels=settings.max_pixels,
+            batching=BatchingConfig(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max),
+            decode_memory_bytes=settings.decode_memory_bytes,
+            metrics=metrics,
+            tracer=tracer,
+        )
+        metrics.model_info.labels(
+            classifier.name, source.display_uri, classifier.sha256, source.details.get("version", "")
+        ).set(1)
+        return cls(classifier, source, engine)
+
+    def describe(self) -> str:
+        """One short log line's worth: name, hash, source."""
+        return f"{self.classifier.name} (sha256 {self.classifier.sha256[:12]}) from {self.source.describe()}"
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    token_validator: TokenValidator | None
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    tracer: trace.Tracer = field(default_factory=trace.NoOpTracer)
+    model: ServedModel | None = None
+    phase: Phase = Phase.STARTING
+
+    def advance(self, phase: Phase) -> None:
+        """Move on to `phase`, unless the process is already past it (a late warm-up after SIGTERM must
+        not make a draining process ready again)."""
+        if _ORDER.index(phase) > _ORDER.index(self.phase):
+            if phase is Phase.READY and self.model is None:
+                raise RuntimeError("ready without a model")
+            self.phase = phase
+
+    @property
+    def predicting_model(self) -> ServedModel | None:
+        """The model, while predictions are served (ready or draining); None otherwise."""
+        return self.model if self.phase.serves_predictions else None
