@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -25,6 +25,19 @@ def in_memory_tracer() -> tuple[trace.Tracer, InMemorySpanExporter]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider.get_tracer("test"), exporter
+
+
+def traced_upload(
+    classifier: ImageClassifier, image: bytes, path: str = "/upload", headers: dict[str, str] | None = None
+) -> dict[str, ReadableSpan]:
+    """One upload to a ready in-process app with an in-memory exporter; its spans by name."""
+    tracer, exporter = in_memory_tracer()
+    with TestClient(create_app(Settings(auth_disabled=True), classifier, tracer=tracer)) as client:
+        wait_until_ready(client)
+        exporter.clear()
+        response = client.post(path, files={"file": ("c.png", image)}, headers=headers or {})
+        assert response.status_code == 200
+    return {span.name: span for span in exporter.get_finished_spans()}
 
 
 def test_upload_is_traced_step_by_step(classifier: ImageClassifier, sample_files: dict[str, Path]) -> None:
@@ -58,18 +71,12 @@ def test_upload_is_traced_step_by_step(classifier: ImageClassifier, sample_files
 def test_a_callers_traceparent_joins_its_trace(
     classifier: ImageClassifier, sample_files: dict[str, Path]
 ) -> None:
-    tracer, exporter = in_memory_tracer()
     trace_id, caller_span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    with TestClient(create_app(Settings(auth_disabled=True), classifier, tracer=tracer)) as client:
-        wait_until_ready(client)
-        exporter.clear()
-        response = client.post(
-            "/upload",
-            files={"file": ("c.png", sample_files["Cat"].read_bytes())},
-            headers={"traceparent": f"00-{trace_id}-{caller_span_id}-01"},
-        )
-        assert response.status_code == 200
-    spans = {span.name: span for span in exporter.get_finished_spans()}
+    spans = traced_upload(
+        classifier,
+        sample_files["Cat"].read_bytes(),
+        headers={"traceparent": f"00-{trace_id}-{caller_span_id}-01"},
+    )
     root = spans["POST /upload"]
     assert root.parent is not None
     assert root.parent.span_id == int(caller_span_id, 16)  # a child of the caller's span
@@ -78,15 +85,10 @@ def test_a_callers_traceparent_joins_its_trace(
 
 
 def test_spans_hold_no_query_string(classifier: ImageClassifier, sample_files: dict[str, Path]) -> None:
-    tracer, exporter = in_memory_tracer()
-    with TestClient(create_app(Settings(auth_disabled=True), classifier, tracer=tracer)) as client:
-        wait_until_ready(client)
-        response = client.post(
-            "/upload?access_token=SECRET-IN-QUERY",
-            files={"file": ("c.png", sample_files["Cat"].read_bytes())},
-        )
-        assert response.status_code == 200
-    recorded = repr([dict(span.attributes or {}) for span in exporter.get_finished_spans()])
+    spans = traced_upload(
+        classifier, sample_files["Cat"].read_bytes(), "/upload?access_token=SECRET-IN-QUERY"
+    )
+    recorded = repr([dict(span.attributes or {}) for span in spans.values()])
     assert "/upload" in recorded
     assert "SECRET-IN-QUERY" not in recorded
 
