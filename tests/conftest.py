@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ DATASET_ROOT = Path(
     os.environ.get("CATS_DOGS_OTHER_DATASET", REPO_ROOT.parent / "shared" / "datasets" / "cats-dogs-other")
 )
 IMAGES_DIR = DATASET_ROOT / "images"
+PDFS_DIR = DATASET_ROOT / "pdfs"
+ANNOTATIONS_FILE = DATASET_ROOT / "annotations.json"
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +44,19 @@ def sample_files(dataset_dir: Path) -> dict[str, Path]:
     return {
         label: sorted((dataset_dir / label.lower()).glob("*.png"))[0] for label in ("Cat", "Dog", "Other")
     }
+
+
+@pytest.fixture(scope="session")
+def course_pdfs(dataset_dir: Path) -> list[Path]:
+    """The course's 23 source documents, as it ships them."""
+    return sorted(PDFS_DIR.glob("*.pdf"))
+
+
+@pytest.fixture(scope="session")
+def course_annotations(dataset_dir: Path) -> dict[str, str]:
+    """The labelling tool's export: image file name (`{document}_page{p}_index{i}.png`) -> label."""
+    export = json.loads(ANNOTATIONS_FILE.read_text())
+    return {entry["fileName"]: entry["annotation"]["label"] for entry in export["annotations"]}
 
 
 @pytest.fixture(scope="session")

@@ -81,3 +81,44 @@ def test_an_invalid_flag_value_is_refused_with_the_settings_message() -> None:
     assert done.returncode == 2
     assert "invalid configuration" in done.stderr
     assert "batch_max_size" in done.stderr
+
+
+def test_predict_answers_each_image_of_a_pdf(course_pdfs: list[Path], sample_files: dict[str, Path]) -> None:
+    document = course_pdfs[1]  # 3 pages: a dog, something else, the dog again
+    done = run_cli("predict", "--json", str(document), str(sample_files["Cat"]))
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(line.get("page"), line.get("index")) for line in lines] == [(0, 0), (1, 0), (2, 0), (None, None)]
+    assert [line["prediction"] for line in lines] == ["Dog", "Other", "Dog", "Cat"]
+    assert lines[2]["duplicate_of"] == {"page": 0, "index": 0}
+    assert lines[2]["values"] == lines[0]["values"]
+    assert set(lines[0]) == {"file", "page", "index", "prediction", "values"}
+    plain = run_cli("predict", str(document))
+    assert f"{document} page 2 image 0: Dog (" in plain.stdout
+    assert "(same image as page 0 image 0)" in plain.stdout
+
+
+def test_extract_writes_the_course_file_names(
+    course_pdfs: list[Path], course_annotations: dict[str, str], dataset_dir: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    done = run_cli("extract", *map(str, course_pdfs[:3]), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    written = sorted(path.name for path in tmp_path.glob("*.png"))
+    expected = sorted(
+        name for name in course_annotations if name.split("_page")[0] in {p.stem for p in course_pdfs[:3]}
+    )
+    assert written == expected  # the unique images, named as the course names them; no repeats
+    for name in written:
+        ours = Image.open(tmp_path / name)
+        theirs = Image.open(next(dataset_dir.glob(f"*/{name}")))
+        assert (ours.size, ours.mode) == (theirs.size, "RGB")
+
+
+def test_extract_reports_an_unreadable_document(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.7\n" + b"\x00" * 64)
+    done = run_cli("extract", str(broken), "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    assert "malformed or truncated" in done.stderr

@@ -44,33 +44,96 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cats_dogs_other.inference.classifier import ImageClassifier
-    from cats_dogs_other.inference.decode import InvalidImageError
     from cats_dogs_other.settings import Settings
 
+    settings = Settings(max_pixels=args.max_pixels)
     classifier = ImageClassifier.load(
-        args.model, max_pixels=args.max_pixels, registry=Settings().mlflow_registry()
+        args.model, max_pixels=args.max_pixels, registry=settings.mlflow_registry()
     )
     failed = False
     for name in args.files:
-        try:
-            data = Path(name).read_bytes()
-            (result,) = classifier.predict([data])
-            line = {"file": name, **result.as_dict()}
-        except (InvalidImageError, OSError) as exc:
-            failed = True
-            line = {
-                "file": name,
-                "error": exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc),
-            }
-        if args.json:
-            print(json.dumps(line), flush=True)
-        elif "error" in line:
-            print(f"{name}: error: {line['error']}", flush=True)
-        else:
+        for line in _predict_file(classifier, name, settings):
+            failed = failed or "error" in line
+            if args.json:
+                print(json.dumps(line), flush=True)
+                continue
+            where = f"{name} page {line['page']} image {line['index']}" if "page" in line else name
+            if "error" in line:
+                print(f"{where}: error: {line['error']}", flush=True)
+                continue
             values = ", ".join(
                 f"{lb} {v:.3f}" for lb, v in zip(classifier.labels, line["values"], strict=True)
             )
-            print(f"{name}: {line['prediction']} ({values})", flush=True)
+            copy = line.get("duplicate_of")
+            same = f" (same image as page {copy['page']} image {copy['index']})" if copy else ""
+            print(f"{where}: {line['prediction']} ({values}){same}", flush=True)
+    return 1 if failed else 0
+
+
+def _predict_file(classifier: Any, name: str, settings: Any) -> list[dict[str, Any]]:
+    """One line for an image, one per embedded image for a PDF (`page`, `index`, `duplicate_of`)."""
+    from cats_dogs_other.inference.decode import InvalidImageError
+    from cats_dogs_other.inference.documents import InvalidDocumentError, is_pdf, read_document
+
+    try:
+        data = Path(name).read_bytes()
+        if not is_pdf(data):
+            (result,) = classifier.predict([data])
+            return [{"file": name, **result.as_dict()}]
+        document = read_document(data, settings.document_limits())
+    except (InvalidImageError, InvalidDocumentError, OSError) as exc:
+        return [
+            {"file": name, "error": exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)}
+        ]
+    lines: dict[tuple[int, int], dict[str, Any]] = {}
+    for image in document.images:
+        where = (image.position.page, image.position.index)
+        line: dict[str, Any] = {"file": name, "page": where[0], "index": where[1]}
+        if image.duplicate_of is not None:
+            original = lines[(image.duplicate_of.page, image.duplicate_of.index)]
+            line |= {k: v for k, v in original.items() if k in ("prediction", "values", "error")}
+            line["duplicate_of"] = {"page": image.duplicate_of.page, "index": image.duplicate_of.index}
+        elif image.error is not None:
+            line["error"] = str(image.error)
+        else:
+            try:
+                (result,) = classifier.predict([image.data])
+                line |= result.as_dict()
+            except InvalidImageError as exc:
+                line["error"] = str(exc)
+        lines[where] = line
+    return list(lines.values())
+
+
+def _extract(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from cats_dogs_other.inference.decode import InvalidImageError, decode_image
+    from cats_dogs_other.inference.documents import InvalidDocumentError, PdfRaster, read_document
+    from cats_dogs_other.settings import Settings
+
+    limits = Settings().document_limits()
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed = False
+    for path in args.files:
+        try:
+            document = read_document(path.read_bytes(), limits)
+        except (InvalidDocumentError, OSError) as exc:
+            print(f"{path}: error: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        for image in document.to_classify:
+            target = args.out / f"{path.stem}_page{image.position.page}_index{image.position.index}.png"
+            data = image.data
+            assert data is not None  # to_classify: the images with data
+            try:
+                pixels = (
+                    data.decode() if isinstance(data, PdfRaster) else decode_image(data, limits.max_pixels)
+                )
+            except InvalidImageError as exc:
+                print(f"{target.name}: error: {exc}", file=sys.stderr)
+                failed = True
+                continue
+            pixels.save(target, format="PNG")
+            print(target, flush=True)
     return 1 if failed else 0
 
 
@@ -229,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(handler=_train)
 
-    predict = commands.add_parser("predict", help="classify image files")
+    predict = commands.add_parser("predict", help="classify image files and the images in PDF documents")
     predict.add_argument("files", nargs="+", metavar="FILE")
     predict.add_argument(
         "--model", default=None, help="model path or URI, as for serve (default: the built-in one)"
@@ -239,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default 47000000)"
     )
     predict.set_defaults(handler=_predict)
+
+    extract = commands.add_parser(
+        "extract", help="write the images of PDF documents as the course's {stem}_page{p}_index{i}.png files"
+    )
+    extract.add_argument("files", nargs="+", type=Path, metavar="PDF")
+    extract.add_argument("--out", type=Path, required=True, help="the folder to write the PNG files to")
+    extract.set_defaults(handler=_extract)
 
     convert = commands.add_parser("convert", help="convert a Keras model (.keras, .h5) to ONNX + model card")
     convert.add_argument("model", type=Path, metavar="MODEL")

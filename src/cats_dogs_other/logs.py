@@ -38,3 +38,6 @@ def configure_logging(level: str) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # pypdf warns about every flaw of a client's document ("EOF marker not found", an object's repr):
+    # many lines per hostile file, with its content in them. The client gets the reason in its problem.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)

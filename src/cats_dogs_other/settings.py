@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES, max_pixels_for
+from cats_dogs_other.inference.documents import DocumentLimits
 from cats_dogs_other.models.source import MlflowRegistry
 from cats_dogs_other.urls import require_https_unless_loopback
 
@@ -60,6 +61,13 @@ class Settings(BaseSettings):
     max_files_per_request: int = Field(
         16, gt=0, description="Most files one POST /predict, or images one v2 infer, may carry."
     )
+    max_pdf_pages: int = Field(200, gt=0, description="Most pages a PDF may have; past it, 413.")
+    max_images_per_document: int = Field(
+        64, gt=0, description="Most images one PDF may hold (copies included); past it, 413."
+    )
+    pdf_time_budget_seconds: float = Field(
+        10.0, gt=0, description="Longest a PDF may take to read (not to classify); past it, 422."
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma-separated; empty: CORS off."
@@ -108,6 +116,11 @@ class Settings(BaseSettings):
     oauth2_fetch_timeout_seconds: float = Field(
         5.0, gt=0, description="Timeout of one key or discovery fetch."
     )
+
+    def document_limits(self) -> DocumentLimits:
+        return DocumentLimits(
+            self.max_pdf_pages, self.max_images_per_document, self.max_pixels, self.pdf_time_budget_seconds
+        )
 
     def mlflow_registry(self) -> MlflowRegistry:
         return MlflowRegistry(

@@ -17,8 +17,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from PIL import Image
 
 from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES
+from cats_dogs_other.inference.documents import READING_BYTES_PER_BYTE as DOCUMENTS_BYTES_PER_BYTE
 from tests.api.conftest import ServeProcess, serve_command
 from tests.hostile import (
     V2_INFER,
@@ -29,6 +31,7 @@ from tests.hostile import (
     v2_empty_elements,
 )
 from tests.images import png_image
+from tests.pdfs import flate_bomb, flate_content_bomb, flate_image, hand_pdf, many_objects_pdf
 from tests.servers import ProcessMemory
 
 pytestmark = pytest.mark.slow
@@ -92,8 +95,7 @@ def test_header_floods_get_431_and_leave_memory_flat(
     before = memory.reset_peak()
     answers: list[bytes] = []
     floods = [
-        threading.Thread(target=lambda: answers.append(flood_headers(server.port, line, 4)))
-        for _ in range(2)
+        threading.Thread(target=lambda: answers.append(flood_headers(server.port, line, 4))) for _ in range(2)
     ]
     for flood in floods:
         flood.start()
@@ -178,7 +180,7 @@ MALFORMED_V2 = {
     "negative shape": V2_NEGATIVE_SHAPE,
     "fractional shape": b'{"inputs": [{"name": "image", "shape": [0.5, 2], "datatype": "BYTES", '
     b'"data": ["AA=="]}]}',
-    "huge shape number": b'{"inputs": [{"name": "image", "shape": [' + b"9" * 5000 + b'], '
+    "huge shape number": b'{"inputs": [{"name": "image", "shape": [' + b"9" * 5000 + b"], "
     b'"datatype": "BYTES", "data": ["AA=="]}]}',
     "inputs not a list": b'{"inputs": {"name": "image"}}',
     "outputs parameters wrong": b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", '
@@ -287,6 +289,37 @@ def test_a_client_that_leaves_stops_the_work_on_its_images(
     assert images_through_the_model() - before < 16
 
 
+def test_hostile_documents_are_answered_with_memory_within_the_stated_budget(
+    server: ServeProcess, memory: ProcessMemory
+) -> None:
+    """A 30000x30000 Flate image (2.7 GB of samples in 3 MB), a page whose content stream inflates to
+    1 GiB, 250 pages, a cross-reference table of 100,000 objects: each refused or answered without
+    holding more than the document's reading reservation (8 bytes a byte) and the body."""
+    bomb = hand_pdf([[flate_bomb(30000, 30000)]])
+    content = hand_pdf(
+        [[flate_image(Image.new("RGB", (64, 64), (200, 30, 30)))]], flate_content_bomb(1 << 30)
+    )
+    files = [
+        ("files", ("bomb.pdf", bomb)),
+        ("files", ("content.pdf", content)),
+        ("files", ("long.pdf", hand_pdf([[]] * 250))),
+        ("files", ("xref.pdf", many_objects_pdf(100_000))),
+    ]
+    body_bytes = sum(len(data) for _, (_, data) in files)
+    assert body_bytes < 10 * MiB
+    before = memory.reset_peak()
+    response = httpx.post(f"{server.base_url}/predict", files=files, timeout=120)
+    assert response.status_code == 200, response.text
+    bomb_answer, content_answer, long_answer, xref_answer = response.json()
+    assert bomb_answer["images"][0]["error"]["status"] == 413
+    assert content_answer["images"][0]["prediction"] in {"Cat", "Dog", "Other"}
+    assert long_answer["error"]["status"] == 413
+    assert xref_answer["pages"] == 1
+    growth = memory.peak_mib() - before
+    budget = (DOCUMENTS_BYTES_PER_BYTE * max(len(d) for _, (_, d) in files) + 3 * body_bytes) / MiB + 40
+    assert growth < budget, f"peak RSS grew by {growth:.0f} MiB, over the {budget:.0f} MiB budget"
+
+
 # Limits that need their own settings: a small connection cap, a short body deadline, a small budget.
 
 
@@ -362,4 +395,3 @@ def test_bodies_past_the_process_budget_get_503(tight_server: ServeProcess) -> N
     assert second.status_code == 503
     assert second.headers["retry-after"] == "1"
     assert "request bodies" in second.json()["detail"]
-

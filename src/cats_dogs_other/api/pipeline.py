@@ -15,7 +15,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from fastapi import Request
 
-from cats_dogs_other.inference.service import InferenceService, Outcome
+from cats_dogs_other.inference.service import ImageData, InferenceService, Outcome
 from cats_dogs_other.settings import Settings
 
 Context = TypeVar("Context")
@@ -26,14 +26,17 @@ class PredictionProtocol(ABC, Generic[Context, Answer]):
     """A way in: like a LitServe spec's `decode_request`/`encode_response`, without the model in it.
 
     `read` returns the images and whatever the answer needs of the request (its file names, the
-    outputs a v2 client asked for). With `fail_fast`, the first bad image is the answer (an error) and
-    the others stop; without it, each image gets its own outcome.
+    outputs a v2 client asked for); a document's images are read with the engine (`read_document`).
+    With `fail_fast`, the first bad image is the answer (an error) and the others stop; without it,
+    each image gets its own outcome.
     """
 
     fail_fast: ClassVar[bool] = False
 
     @abstractmethod
-    async def read(self, request: Request, settings: Settings) -> tuple[Sequence[bytes], Context]: ...
+    async def read(
+        self, request: Request, settings: Settings, engine: InferenceService
+    ) -> tuple[Sequence[ImageData], Context]: ...
 
     @abstractmethod
     def answer(self, context: Context, outcomes: list[Outcome]) -> Answer: ...
@@ -45,6 +48,6 @@ async def run_prediction(
     engine: InferenceService,
     settings: Settings,
 ) -> Answer:
-    images, context = await protocol.read(request, settings)
+    images, context = await protocol.read(request, settings, engine)
     outcomes = await engine.classify(images, fail_fast=protocol.fail_fast)
     return protocol.answer(context, outcomes)

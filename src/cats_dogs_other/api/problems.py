@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 
 from cats_dogs_other.inference.batching import QueueFullError
 from cats_dogs_other.inference.decode import ImageErrorKind, InvalidImageError
+from cats_dogs_other.inference.documents import DocumentErrorKind, InvalidDocumentError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 INTERNAL_ERROR_DETAIL = "The server failed to handle this request; it has been logged under its request id."
@@ -85,16 +86,31 @@ IMAGE_ERROR_STATUS = {
     ImageErrorKind.CORRUPT: 415,
     ImageErrorKind.TOO_MANY_PIXELS: 413,
 }
+DOCUMENT_ERROR_STATUS = {
+    DocumentErrorKind.ENCRYPTED: 422,
+    DocumentErrorKind.MALFORMED: 400,
+    DocumentErrorKind.TOO_MANY_PAGES: 413,
+    DocumentErrorKind.TOO_MANY_IMAGES: 413,
+    DocumentErrorKind.TOO_SLOW: 422,
+}
 QUEUE_FULL_RETRY_AFTER_SECONDS = "1"
 
 # Every error type the service turns into an answer; anything else is a 500 (RequestContextMiddleware).
-KNOWN_ERRORS = (HTTPException, InvalidImageError, QueueFullError, RequestValidationError)
+KNOWN_ERRORS = (
+    HTTPException,
+    InvalidImageError,
+    InvalidDocumentError,
+    QueueFullError,
+    RequestValidationError,
+)
 
 
 def problem_for(exc: Exception, request: Request | None = None) -> Problem:
     """The one place an error becomes a problem: every route and protocol answers through it."""
     if isinstance(exc, InvalidImageError):
         return Problem(IMAGE_ERROR_STATUS[exc.kind], str(exc), extensions={"code": exc.kind.value})
+    if isinstance(exc, InvalidDocumentError):
+        return Problem(DOCUMENT_ERROR_STATUS[exc.kind], str(exc), extensions={"code": exc.kind.value})
     if isinstance(exc, QueueFullError):
         return Problem(
             503,

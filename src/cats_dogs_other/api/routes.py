@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
@@ -20,9 +21,13 @@ from cats_dogs_other.api.pipeline import PredictionProtocol, run_prediction
 from cats_dogs_other.api.problems import problem_for
 from cats_dogs_other.api.schemas import (
     AuthInfo,
+    DocumentImageFailure,
+    DocumentImagePrediction,
+    DocumentPrediction,
     FileFailure,
     FilePrediction,
     Health,
+    ImagePosition,
     ModelInfo,
     PredictionResponse,
     Readiness,
@@ -30,10 +35,15 @@ from cats_dogs_other.api.schemas import (
 )
 from cats_dogs_other.api.state import Phase
 from cats_dogs_other.inference.decode import InvalidImageError
-from cats_dogs_other.inference.service import Outcome
+from cats_dogs_other.inference.documents import Document, EmbeddedImage, InvalidDocumentError, is_pdf
+from cats_dogs_other.inference.service import ImageData, InferenceService, Outcome
 from cats_dogs_other.settings import Settings
 
-FileNames = list[str | None]
+FileAnswer = FilePrediction | DocumentPrediction | FileFailure
+PDF_ON_UPLOAD = (
+    "This is a PDF document; POST /upload takes one image. Send PDFs to POST /predict (parts named "
+    "'files'): it answers for every image in them."
+)
 
 
 class UploadProtocol(PredictionProtocol[None, PredictionResponse]):
@@ -41,12 +51,16 @@ class UploadProtocol(PredictionProtocol[None, PredictionResponse]):
 
     fail_fast = True
 
-    async def read(self, request: Request, settings: Settings) -> tuple[Sequence[bytes], None]:
+    async def read(
+        self, request: Request, settings: Settings, engine: InferenceService
+    ) -> tuple[Sequence[bytes], None]:
         files = await read_file_parts(request, "file", settings.max_files_per_request)
         if len(files) > 1:
             raise HTTPException(
                 400, f"Send one part named 'file' (got {len(files)}); POST /predict takes several."
             )
+        if is_pdf(files[0][1]):
+            raise HTTPException(415, PDF_ON_UPLOAD)
         return [files[0][1]], None
 
     def answer(self, context: None, outcomes: list[Outcome]) -> PredictionResponse:
@@ -56,20 +70,90 @@ class UploadProtocol(PredictionProtocol[None, PredictionResponse]):
         return PredictionResponse(prediction=outcome.prediction, values=outcome.values)
 
 
-class PredictFilesProtocol(PredictionProtocol[FileNames, list[FilePrediction | FileFailure]]):
-    """`/predict`: parts named `files`; each file gets its prediction or its own problem, in order."""
+@dataclass(frozen=True)
+class SentFile:
+    """A part of a /predict request, as the answer needs it: an image, a document, or a refused one."""
 
-    async def read(self, request: Request, settings: Settings) -> tuple[Sequence[bytes], FileNames]:
+    name: str | None
+    document: Document | None = None
+    refused: InvalidDocumentError | None = None
+
+
+class PredictFilesProtocol(PredictionProtocol[list[SentFile], list[FileAnswer]]):
+    """`/predict`: parts named `files`, images or PDFs; each file gets its answer or its own problem, in
+    order. A PDF's images join the request's images on their way to the model (batched with them)."""
+
+    async def read(
+        self, request: Request, settings: Settings, engine: InferenceService
+    ) -> tuple[Sequence[ImageData], list[SentFile]]:
         files = await read_file_parts(request, "files", settings.max_files_per_request)
-        return [data for _, data in files], [name for name, _ in files]
+        images: list[ImageData] = []
+        sent: list[SentFile] = []
+        for name, data in files:
+            if not is_pdf(data):
+                sent.append(SentFile(name))
+                images.append(data)
+                continue
+            try:
+                document = await engine.read_document(data)
+            except InvalidDocumentError as exc:
+                sent.append(SentFile(name, refused=exc))
+                continue
+            sent.append(SentFile(name, document))
+            images.extend(image.data for image in document.to_classify if image.data is not None)
+        return images, sent
 
-    def answer(self, context: FileNames, outcomes: list[Outcome]) -> list[FilePrediction | FileFailure]:
-        return [
-            FileFailure(filename=name, error=problem_for(outcome).details())
-            if isinstance(outcome, InvalidImageError)
-            else FilePrediction(filename=name, prediction=outcome.prediction, values=outcome.values)
-            for name, outcome in zip(context, outcomes, strict=True)
-        ]
+    def answer(self, context: list[SentFile], outcomes: list[Outcome]) -> list[FileAnswer]:
+        results = iter(outcomes)
+        answers: list[FileAnswer] = []
+        for file in context:
+            if file.refused is not None:
+                answers.append(FileFailure(filename=file.name, error=problem_for(file.refused).details()))
+            elif file.document is not None:
+                document = file.document
+                images = _document_answers(document, results)
+                answers.append(DocumentPrediction(filename=file.name, pages=document.pages, images=images))
+            else:
+                answers.append(_file_answer(file.name, next(results)))
+        return answers
+
+
+def _file_answer(name: str | None, outcome: Outcome) -> FilePrediction | FileFailure:
+    if isinstance(outcome, InvalidImageError):
+        return FileFailure(filename=name, error=problem_for(outcome).details())
+    return FilePrediction(filename=name, prediction=outcome.prediction, values=outcome.values)
+
+
+def _document_answers(
+    document: Document, results: Iterator[Outcome]
+) -> list[DocumentImagePrediction | DocumentImageFailure]:
+    """Each image's answer in page order; a copy gets its original's answer (computed once)."""
+    answered: dict[tuple[int, int], DocumentImagePrediction | DocumentImageFailure] = {}
+    answers: list[DocumentImagePrediction | DocumentImageFailure] = []
+    for image in document.images:
+        position = (image.position.page, image.position.index)
+        if image.duplicate_of is not None:
+            original = answered[(image.duplicate_of.page, image.duplicate_of.index)]
+            duplicate_of = ImagePosition(page=image.duplicate_of.page, index=image.duplicate_of.index)
+            update: dict[str, object] = {"page": position[0], "index": position[1]}
+            if isinstance(original, DocumentImagePrediction):
+                update["duplicate_of"] = duplicate_of
+            answer = original.model_copy(update=update)
+        else:
+            outcome = image.error if image.error is not None else next(results)
+            answer = _image_answer(image, outcome)
+        answered[position] = answer
+        answers.append(answer)
+    return answers
+
+
+def _image_answer(image: EmbeddedImage, outcome: Outcome) -> DocumentImagePrediction | DocumentImageFailure:
+    where = {"page": image.position.page, "index": image.position.index, "width": image.width}
+    if isinstance(outcome, InvalidImageError):
+        return DocumentImageFailure(**where, height=image.height, error=problem_for(outcome).details())
+    return DocumentImagePrediction(
+        **where, height=image.height, prediction=outcome.prediction, values=outcome.values
+    )
 
 
 UPLOAD = UploadProtocol()
@@ -166,14 +250,18 @@ async def upload(request: Request, engine: Engine, state: State) -> PredictionRe
 @router.post(
     "/predict",
     tags=["inference"],
-    summary="Classify several images in one request",
-    response_model=list[FilePrediction | FileFailure],
+    summary="Classify several images, or the images in PDF documents, in one request",
+    response_model=list[FilePrediction | DocumentPrediction | FileFailure],
     response_model_exclude_none=True,
     responses=problem_responses(400, 401, 403, 413, 415, 422, 503),
     dependencies=[PredictionToken],
-    openapi_extra=multipart_body("files", "One or more images, each as a part named `files`.", many=True),
+    openapi_extra=multipart_body(
+        "files", "One or more images or PDF documents, each as a part named `files`.", many=True
+    ),
 )
-async def predict(request: Request, engine: Engine, state: State) -> list[FilePrediction | FileFailure]:
-    """Results come in the order of the parts, each with its file name. A file that is not a valid image gets
+async def predict(request: Request, engine: Engine, state: State) -> list[FileAnswer]:
+    """Results come in the order of the parts, each with its file name. An image gets its prediction; a
+    PDF gets its page count and one entry per embedded image (`page`, `index` counted from 0, `width`,
+    `height`, the prediction, and `duplicate_of` for a repeated image). A file that cannot be read gets
     an `error` (a problem details object) in its place; the other files are still classified."""
     return await run_prediction(PREDICT_FILES, request, engine, state.settings)

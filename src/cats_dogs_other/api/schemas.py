@@ -50,6 +50,85 @@ class FileFailure(BaseModel):
     error: ProblemDetails
 
 
+class ImagePosition(BaseModel):
+    page: int = Field(description="The page, counted from 0.", examples=[0])
+    index: int = Field(description="The image on its page, counted from 0.", examples=[0])
+
+
+class DocumentImagePrediction(BaseModel):
+    """One image of a PDF: where it is (the course's `{document}_page{p}_index{i}`), its size, its answer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"page": 0, "index": 0, "width": 332, "height": 500, "prediction": "Dog", "values": _VALUES}
+            ]
+        }
+    )
+
+    page: int = Field(description="The page, counted from 0.")
+    index: int = Field(description="The image on its page, counted from 0 (the course's numbering).")
+    width: int = Field(description="The image's width in pixels, as stored in the PDF.")
+    height: int = Field(description="The image's height in pixels, as stored in the PDF.")
+    prediction: str = Field(description="The most likely label.", examples=["Dog"])
+    values: list[float] = Field(description="One value per label, in label order (as for an image).")
+    duplicate_of: ImagePosition | None = Field(
+        None,
+        description="Set when the image's content equals an earlier image of the same document: its "
+        "answer is that image's, computed once.",
+    )
+
+
+class DocumentImageFailure(BaseModel):
+    """One image of a PDF that could not be classified (too large, undecodable); the others are answered."""
+
+    page: int
+    index: int
+    width: int
+    height: int
+    error: ProblemDetails
+
+
+class DocumentPrediction(BaseModel):
+    """A PDF: its page count and every embedded image in page order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "filename": "litter.pdf",
+                    "pages": 2,
+                    "images": [
+                        {
+                            "page": 0,
+                            "index": 0,
+                            "width": 332,
+                            "height": 500,
+                            "prediction": "Dog",
+                            "values": _VALUES,
+                        },
+                        {
+                            "page": 1,
+                            "index": 0,
+                            "width": 332,
+                            "height": 500,
+                            "prediction": "Dog",
+                            "values": _VALUES,
+                            "duplicate_of": {"page": 0, "index": 0},
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
+    filename: str | None = Field(None, description="The file name the client sent, if any.")
+    pages: int = Field(description="Pages in the document.")
+    images: list[DocumentImagePrediction | DocumentImageFailure] = Field(
+        description="The images the pages' resources name, in page order; empty for a PDF without images."
+    )
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 

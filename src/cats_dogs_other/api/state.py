@@ -53,6 +53,7 @@ class ServedModel:
             max_pixels=settings.max_pixels,
             batching=BatchingConfig(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max),
             decode_memory_bytes=settings.decode_memory_bytes,
+            documents=settings.document_limits(),
             metrics=metrics,
             tracer=tracer,
         )

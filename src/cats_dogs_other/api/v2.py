@@ -32,7 +32,7 @@ from cats_dogs_other.api.v2_request import (
     parse_infer_request,
 )
 from cats_dogs_other.inference.decode import InvalidImageError
-from cats_dogs_other.inference.service import Outcome
+from cats_dogs_other.inference.service import InferenceService, Outcome
 from cats_dogs_other.settings import Settings
 
 MODEL_NAME = "cats-dogs-other"
@@ -110,7 +110,9 @@ class OpenInferenceProtocol(PredictionProtocol[InferenceRequest, Response]):
     def __init__(self, version: str) -> None:
         self.version = version  # the model version the answer names
 
-    async def read(self, request: Request, settings: Settings) -> tuple[Sequence[bytes], InferenceRequest]:
+    async def read(
+        self, request: Request, settings: Settings, engine: InferenceService
+    ) -> tuple[Sequence[bytes], InferenceRequest]:
         body = await request.body()
         try:  # counting and validating a 10 MB body takes milliseconds: not on the event loop
             parsed = await anyio.to_thread.run_sync(

@@ -13,6 +13,7 @@ from PIL import Image
 from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.budget import MemoryBudget
 from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS, decode_image
+from cats_dogs_other.inference.documents import PdfRaster
 from cats_dogs_other.inference.preprocess import to_input_array
 from cats_dogs_other.models.card import ModelCard
 from cats_dogs_other.models.errors import ModelLoadError
@@ -106,10 +107,14 @@ class ImageClassifier:
         return self.card.labels
 
     def decode(
-        self, data: bytes, max_pixels: int | None = None, budget: MemoryBudget | None = None
+        self, data: bytes | PdfRaster, max_pixels: int | None = None, budget: MemoryBudget | None = None
     ) -> np.ndarray:
-        """Bytes to one model input (no batch axis). Raises InvalidImageError for bad input."""
-        image = decode_image(data, max_pixels or self.max_pixels, self.min_side, budget)
+        """An encoded image (or a document's image) to one model input (no batch axis).
+        Raises InvalidImageError for bad input."""
+        if isinstance(data, PdfRaster):  # its pixel count was checked when the document was read
+            image = data.decode(self.min_side, budget)
+        else:
+            image = decode_image(data, max_pixels or self.max_pixels, self.min_side, budget)
         return to_input_array(image, self.card.preprocessing)
 
     def run(self, batch: np.ndarray) -> np.ndarray:

@@ -118,7 +118,7 @@ def decode_image(
     webp_size = _webp_size(data)
     if webp_size is not None:
         # libwebp allocates its canvas inside Image.open: check and reserve before opening.
-        _check_pixels(webp_size, max_pixels)
+        check_pixels(webp_size, max_pixels)
         cost = _fixed_cost(webp_size, webp_size[0] * webp_size[1] * WEBP_BYTES_PER_PIXEL)
         with _reserved(budget, cost, webp_size, "WebP"):
             return _decode(_open(data, max_pixels), min_side, max_pixels)
@@ -187,7 +187,7 @@ def _decode(image: Image.Image, min_side: int | None, max_pixels: int) -> Image.
     try:
         image.load()
         orientation = image.getexif().get(ORIENTATION_TAG)
-        rgb = _reduced_rgb(image, min_side)
+        rgb = reduced_rgb(image, min_side)
         method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
         result = rgb.transpose(method) if method is not None else rgb
         return result
@@ -233,14 +233,14 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             "Not a supported image: expected JPEG, PNG, WebP, GIF, BMP or TIFF content.",
         ) from exc
     try:
-        _check_pixels(image.size, max_pixels)
+        check_pixels(image.size, max_pixels)
     except InvalidImageError:
         image.close()
         raise
     return image
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+def check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:
         raise _too_many_pixels(width * height, max_pixels, (width, height))
@@ -259,7 +259,7 @@ def _too_many_pixels(
     )
 
 
-def _reduced_rgb(image: Image.Image, min_side: int | None) -> Image.Image:
+def reduced_rgb(image: Image.Image, min_side: int | None) -> Image.Image:
     """The loaded image as RGB, box-reduced per axis by the largest integer factor that keeps `min_side`.
 
     Converting strip by strip and reducing each strip gives exactly the pixels of converting the whole
@@ -270,13 +270,13 @@ def _reduced_rgb(image: Image.Image, min_side: int | None) -> Image.Image:
     fy = max(1, height // min_side) if min_side else 1
     top = _sixteen_bit_top(image)
     if fx == fy == 1:
-        return _to_rgb(image, top)
+        return to_rgb(image, top)
     if image.mode in {"RGB", "L"}:  # no conversion needed at full size: reduce the raster directly
-        return _to_rgb(image.reduce((fx, fy)), top)
+        return to_rgb(image.reduce((fx, fy)), top)
     reduced = Image.new("RGB", (math.ceil(width / fx), math.ceil(height / fy)))
     rows = fy * max(1, STRIP_PIXELS // (width * fy))
     for y in range(0, height, rows):
-        strip = _to_rgb(image.crop((0, y, width, min(height, y + rows))), top)
+        strip = to_rgb(image.crop((0, y, width, min(height, y + rows))), top)
         reduced.paste(strip.reduce((fx, fy)), (0, y // fy))
     return reduced
 
@@ -292,7 +292,7 @@ def _sixteen_bit_top(image: Image.Image) -> float:
     return 255.0
 
 
-def _to_rgb(image: Image.Image, top: float = 255.0) -> Image.Image:
+def to_rgb(image: Image.Image, top: float = 255.0) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: transparency over white, 16-bit and float scaled rather than clipped."""
     mode = image.mode
     if mode == "RGB":

@@ -25,6 +25,14 @@ from cats_dogs_other.inference.batching import MicroBatcher, QueueFullError
 from cats_dogs_other.inference.budget import MemoryBudget
 from cats_dogs_other.inference.classifier import ImageClassifier, Prediction
 from cats_dogs_other.inference.decode import InvalidImageError
+from cats_dogs_other.inference.documents import (
+    Document,
+    DocumentLimits,
+    InvalidDocumentError,
+    PdfRaster,
+    read_document,
+    reading_cost,
+)
 from cats_dogs_other.observability.metrics import ServiceMetrics
 
 T = TypeVar("T")
@@ -40,6 +48,8 @@ class BatchingConfig:
 
 
 Outcome = Prediction | InvalidImageError
+# What the engine classifies: an encoded image file, or a non-JPEG image of a document.
+ImageData = bytes | PdfRaster
 
 
 class InferenceService:
@@ -50,6 +60,7 @@ class InferenceService:
         max_pixels: int,
         batching: BatchingConfig,
         decode_memory_bytes: int,
+        documents: DocumentLimits,
         metrics: ServiceMetrics | None = None,
         tracer: trace.Tracer | None = None,
     ) -> None:
@@ -57,6 +68,7 @@ class InferenceService:
         self.budget = MemoryBudget(decode_memory_bytes)
         self.tracer = tracer or trace.NoOpTracer()
         self.max_pixels = max_pixels
+        self.document_limits = documents
         self.max_in_flight = batching.max_queue
         self.in_flight = 0
         self._decoders = anyio.CapacityLimiter(available_cores())
@@ -97,10 +109,35 @@ class InferenceService:
     async def stop(self) -> None:
         await self.batcher.stop()
 
-    async def decode(self, data: bytes) -> np.ndarray:
+    async def read_document(self, data: bytes) -> Document:
+        """A PDF's images, read in a decode thread (the reader holds the GIL and is CPU-bound).
+
+        InvalidDocumentError for a document that cannot be read; its pages and images are counted.
+        """
+        with self.tracer.start_as_current_span("extract", attributes={"document.bytes": len(data)}) as span:
+            try:
+                document = await anyio.to_thread.run_sync(self._read_document, data, limiter=self._decoders)
+            except InvalidDocumentError as exc:
+                if self.metrics is not None:
+                    self.metrics.observe_document(exc.kind.value)
+                raise
+            span.set_attribute("document.pages", document.pages)
+            span.set_attribute("document.images", len(document.images))
+        if self.metrics is not None:
+            self.metrics.observe_document("read", document.pages, len(document.images))
+        return document
+
+    def _read_document(self, data: bytes) -> Document:
+        """Parsing holds memory in proportion to the document: reserved from the decode budget like a
+        decode, so that documents read at once never exceed it."""
+        with self.budget.reserve(min(reading_cost(data), self.budget.capacity)):
+            return read_document(data, self.document_limits)
+
+    async def decode(self, data: ImageData) -> np.ndarray:
         self.decoding += 1
+        size = len(data) if isinstance(data, bytes) else data.encoded_bytes
         try:
-            with self.tracer.start_as_current_span("decode", attributes={"image.bytes": len(data)}):
+            with self.tracer.start_as_current_span("decode", attributes={"image.bytes": size}):
                 return await anyio.to_thread.run_sync(
                     self.classifier.decode, data, self.max_pixels, self.budget, limiter=self._decoders
                 )
@@ -126,7 +163,7 @@ class InferenceService:
             self.metrics.model_latency.observe(time.perf_counter() - started)
         return scores
 
-    async def classify(self, images: Sequence[bytes], *, fail_fast: bool = False) -> list[Outcome]:
+    async def classify(self, images: Sequence[ImageData], *, fail_fast: bool = False) -> list[Outcome]:
         """Encoded images to their predictions, in order: the one path every way in goes through.
 
         A bad image gets its InvalidImageError (with its `index`) in its place and the others are still
@@ -139,13 +176,13 @@ class InferenceService:
             return [await self._one(0, images[0], fail_fast)]
         results: list[Outcome | None] = [None] * len(images)
 
-        async def one(index: int, data: bytes) -> None:
+        async def one(index: int, data: ImageData) -> None:
             results[index] = await self._one(index, data, fail_fast)
 
         await _in_task_group(one, images)
         return _all_done(results)
 
-    async def _one(self, index: int, data: bytes, fail_fast: bool) -> Outcome:
+    async def _one(self, index: int, data: ImageData, fail_fast: bool) -> Outcome:
         try:
             decoded = await self.decode(data)
         except InvalidImageError as exc:
@@ -162,7 +199,7 @@ def _all_done(results: list[T | None]) -> list[T]:
 
 
 async def _in_task_group(
-    work: Callable[[int, bytes], Coroutine[Any, Any, None]], images: Sequence[bytes]
+    work: Callable[[int, ImageData], Coroutine[Any, Any, None]], images: Sequence[ImageData]
 ) -> None:
     """Run `work` on every image at once; the first exception cancels the rest and is raised as itself
     (not wrapped in an ExceptionGroup), so the API's handlers see the error they know."""

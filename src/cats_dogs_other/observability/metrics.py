@@ -12,6 +12,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MODEL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
+DOCUMENT_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200)
 
 
 class ServiceMetrics:
@@ -64,6 +65,21 @@ class ServiceMetrics:
         self.auth_failures = Counter(
             "cdo_auth_failures", "Requests refused by the token check, by reason.", ["reason"], registry=r
         )
+        self.documents = Counter(
+            "cdo_documents",
+            "PDF documents received, by outcome: read, or the reason they were refused.",
+            ["outcome"],
+            registry=r,
+        )
+        self.document_pages = Histogram(
+            "cdo_document_pages", "Pages per PDF document read.", buckets=DOCUMENT_BUCKETS, registry=r
+        )
+        self.document_images = Histogram(
+            "cdo_document_images",
+            "Images found per PDF document read (copies of an earlier image included).",
+            buckets=DOCUMENT_BUCKETS,
+            registry=r,
+        )
         self.model_info = Gauge(
             "cdo_model_info",
             "The served model (value 1).",
@@ -75,6 +91,12 @@ class ServiceMetrics:
         self.batch_size.observe(size)
         for wait in waits:
             self.queue_wait.observe(wait)
+
+    def observe_document(self, outcome: str, pages: int = 0, images: int = 0) -> None:
+        self.documents.labels(outcome).inc()
+        if outcome == "read":
+            self.document_pages.observe(pages)
+            self.document_images.observe(images)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
