@@ -122,3 +122,9 @@ def test_extract_reports_an_unreadable_document(tmp_path: Path) -> None:
     done = run_cli("extract", str(broken), "--out", str(tmp_path / "out"))
     assert done.returncode == 1
     assert "malformed or truncated" in done.stderr
+
+
+def test_train_needs_images_or_pdfs_with_annotations(tmp_path: Path) -> None:
+    done = run_cli("train", "--pdfs", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert "--pdfs DIR with --annotations FILE" in done.stderr

@@ -17,8 +17,13 @@ from typing import Any
 def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cats_dogs_other.training.train import TrainConfig, train
 
+    if (args.pdfs is None) != (args.annotations is None) or (args.data is None) == (args.pdfs is None):
+        print("error: train needs --data DIR, or --pdfs DIR with --annotations FILE", file=sys.stderr)
+        return 2
     config = TrainConfig(
         data_dir=args.data,
+        pdfs_dir=args.pdfs,
+        annotations=args.annotations,
         out_dir=args.out,
         folds=args.folds,
         weight_decay=args.weight_decay,
@@ -271,9 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a model on a folder of labelled images")
+    train = commands.add_parser(
+        "train", help="train a model on a folder of labelled images, or on labelled PDFs"
+    )
+    train.add_argument("--data", type=Path, help="folder with cat/, dog/ and other/ sub-folders")
+    train.add_argument("--pdfs", type=Path, help="folder of the course's PDF documents (with --annotations)")
     train.add_argument(
-        "--data", type=Path, required=True, help="folder with cat/, dog/ and other/ sub-folders"
+        "--annotations", type=Path, help="the labelling tool's export naming {document}_page{p}_index{i}.png"
     )
     train.add_argument("--out", type=Path, required=True, help="where to write model.onnx and model.json")
     train.add_argument(

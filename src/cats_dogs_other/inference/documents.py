@@ -119,6 +119,11 @@ class PdfRaster:
     plain_mode: str | None  # "RGB" or "L" when the samples can be wrapped as they are
 
     @property
+    def encoded(self) -> bytes:
+        """The stream as stored in the document (what identifies the image's content)."""
+        return bytes(self.stream._data)
+
+    @property
     def encoded_bytes(self) -> int:
         return len(self.stream._data)
 

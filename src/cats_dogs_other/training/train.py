@@ -18,13 +18,22 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from PIL import Image
 from torch import nn
 
 from cats_dogs_other import __version__
 from cats_dogs_other.inference.decode import decode_image
+from cats_dogs_other.inference.documents import PdfRaster
 from cats_dogs_other.inference.preprocess import to_input_array
 from cats_dogs_other.models.card import DEFAULT_LABELS, ModelCard, Preprocessing
-from cats_dogs_other.training.dataset import LabelledImage, dataset_sha256, find_images, group_folds
+from cats_dogs_other.settings import Settings
+from cats_dogs_other.training.dataset import (
+    LabelledImage,
+    dataset_sha256,
+    find_document_images,
+    find_images,
+    group_folds,
+)
 from cats_dogs_other.training.efficientnet_lite import FEATURE_DIM, load_pretrained_lite0
 from cats_dogs_other.training.export import (
     FEATURES,
@@ -44,8 +53,13 @@ INPUT_STD = 128.0
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data_dir: Path
+    """`data_dir` (a folder of labelled images), or `pdfs_dir` with `annotations` (the course's PDFs and
+    its labelling export)."""
+
+    data_dir: Path | None
     out_dir: Path
+    pdfs_dir: Path | None = None
+    annotations: Path | None = None
     folds: int = 5
     weight_decay: float = 1e-3
     seed: int = 0
@@ -73,7 +87,23 @@ def serving_preprocessing() -> Preprocessing:
 
 def load_pixels(items: list[LabelledImage], spec: Preprocessing) -> np.ndarray:
     """Every image as the model's uint8 input, decoded with the same code the service uses."""
-    return np.stack([to_input_array(decode_image(i.path.read_bytes()), spec) for i in items])
+    return np.stack([to_input_array(_decoded(i.data), spec) for i in items])
+
+
+def _decoded(data: bytes | PdfRaster) -> Image.Image:
+    return data.decode() if isinstance(data, PdfRaster) else decode_image(data)
+
+
+def labelled_items(config: TrainConfig, labels: list[str]) -> tuple[list[LabelledImage], dict[str, str]]:
+    """The training images and how the model card names where they came from."""
+    if config.pdfs_dir is not None and config.annotations is not None:
+        limits = Settings().document_limits()
+        items = find_document_images(config.pdfs_dir, config.annotations, labels, limits)
+        source = {"source": "pdfs", "pdfs_dir": str(config.pdfs_dir), "annotations": str(config.annotations)}
+        return items, source
+    if config.data_dir is None:
+        raise ValueError("train needs a folder of labelled images, or PDFs with their annotations")
+    return find_images(config.data_dir, labels), {"source": "images", "data_dir": str(config.data_dir)}
 
 
 def onnx_features(graph: Path, pixels: np.ndarray, batch_size: int = 32) -> torch.Tensor:
@@ -143,9 +173,9 @@ def train(config: TrainConfig) -> TrainResult:
     torch.manual_seed(config.seed)
     labels = list(DEFAULT_LABELS)
     spec = serving_preprocessing()
-    items = find_images(config.data_dir, labels)
-    data_hash = dataset_sha256(items, config.data_dir)
-    log.info("training on %d images from %s", len(items), config.data_dir)
+    items, data_source = labelled_items(config, labels)
+    data_hash = dataset_sha256(items)
+    log.info("training on %d images from %s", len(items), data_source)
 
     backbone = load_pretrained_lite0()
     for parameter in backbone.parameters():
@@ -210,7 +240,7 @@ def train(config: TrainConfig) -> TrainResult:
             else None,
             "head": f"Linear({FEATURE_DIM}, {len(labels)}) + softmax, L-BFGS, L2 weight decay "
             f"{config.weight_decay:g}, trained on features of the images and their mirror images",
-            "data_dir": str(config.data_dir),
+            **data_source,
             "data_sha256": data_hash,
             "images_per_label": {lb: int((targets == k).sum()) for k, lb in enumerate(labels)},
             "seed": config.seed,
