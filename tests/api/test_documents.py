@@ -174,3 +174,18 @@ def test_documents_are_counted_in_the_metrics(client: TestClient, course_pdfs: l
     assert sample("cdo_document_images_sum") == before[1] + 5
     assert sample("cdo_document_pages_sum") >= 5
     assert sample('cdo_documents_total{outcome="malformed"}') == before_bad + 1
+
+
+def test_one_request_of_many_document_images_is_answered_not_refused_as_overload(client: TestClient) -> None:
+    """256 images in 4 PDFs, twice the model queue (QUEUE_MAX 128): one request never fills the queue
+    by itself (its images go through a window), so an idle service answers every image."""
+    from PIL import Image
+
+    documents = [
+        hand_pdf([[jpeg_image(Image.new("RGB", (120, 80), (k * 60, i * 4, 7)))] for i in range(64)])
+        for k in range(4)
+    ]
+    answer = post_files(client, *((f"{k}.pdf", data) for k, data in enumerate(documents)))
+    predictions = [image["prediction"] for document in answer for image in document["images"]]  # type: ignore[union-attr]
+    assert len(predictions) == 256
+    assert set(predictions) <= {"Cat", "Dog", "Other"}

@@ -48,6 +48,11 @@ class BatchingConfig:
 
 
 Outcome = Prediction | InvalidImageError
+# Images of one request worked on at once: a request of PDFs may carry hundreds of images, and alone it
+# must neither fill the model's queue (QueueFullError is for overload, not for one large request) nor
+# hold hundreds of decoded inputs. Sixteen is what /predict carried before documents, so images alone
+# behave as before, and it keeps several batches' worth queued.
+REQUEST_WINDOW = 16
 # What the engine classifies: an encoded image file, or a non-JPEG image of a document.
 ImageData = bytes | PdfRaster
 
@@ -175,9 +180,11 @@ class InferenceService:
         if len(images) == 1:  # the common case, without a task group
             return [await self._one(0, images[0], fail_fast)]
         results: list[Outcome | None] = [None] * len(images)
+        window = anyio.Semaphore(REQUEST_WINDOW)
 
         async def one(index: int, data: ImageData) -> None:
-            results[index] = await self._one(index, data, fail_fast)
+            async with window:
+                results[index] = await self._one(index, data, fail_fast)
 
         await _in_task_group(one, images)
         return _all_done(results)
