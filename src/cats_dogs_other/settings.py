@@ -110,6 +110,16 @@ class Settings(BaseSettings):
     oauth2_jwks_uri: str | None = Field(
         None, description="Key set URL, or a path joined to the issuer; default: OpenID discovery."
     )
+    oauth2_client_id: str | None = Field(
+        None,
+        description="The web page's OpenID Connect client: public, Authorization Code with PKCE, the "
+        "page's URL as redirect URI; unset: the page cannot sign people in.",
+    )
+    oauth2_audience_parameter: Literal["audience", "resource", "none"] = Field(
+        "audience",
+        description="How the page asks the provider for a token for OAUTH2_AUDIENCE: `audience` (Auth0), "
+        "`resource` (RFC 8707 resource indicators) or `none` (the provider decides).",
+    )
     oauth2_leeway_seconds: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
     oauth2_jwks_cache_seconds: float = Field(3600.0, gt=0, description="Key cache lifetime without max-age.")
     oauth2_jwks_min_refresh_seconds: float = Field(10.0, ge=0, description="Least time between key fetches.")

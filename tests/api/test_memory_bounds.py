@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import socket
 import threading
@@ -31,7 +32,14 @@ from tests.hostile import (
     v2_empty_elements,
 )
 from tests.images import png_image
-from tests.pdfs import flate_bomb, flate_content_bomb, flate_image, hand_pdf, many_objects_pdf
+from tests.pdfs import (
+    flate_bomb,
+    flate_content_bomb,
+    flate_image,
+    hand_pdf,
+    jpeg_image,
+    many_objects_pdf,
+)
 from tests.servers import ProcessMemory
 
 pytestmark = pytest.mark.slow
@@ -317,6 +325,30 @@ def test_hostile_documents_are_answered_with_memory_within_the_stated_budget(
     assert xref_answer["pages"] == 1
     growth = memory.peak_mib() - before
     budget = (DOCUMENTS_BYTES_PER_BYTE * max(len(d) for _, (_, d) in files) + 3 * body_bytes) / MiB + 40
+    assert growth < budget, f"peak RSS grew by {growth:.0f} MiB, over the {budget:.0f} MiB budget"
+
+
+# A thumbnail is a JPEG of at most 128x128 (noise: ~12 KiB, ~16 KiB in base64); the stated budget for an
+# answer with thumbnails is 64 KiB of peak memory per image (the JPEG, its base64, the JSON being built).
+THUMBNAIL_PEAK_BYTES = 64 * 1024
+
+
+def test_the_largest_answer_with_thumbnails_stays_within_its_budget(
+    server: ServeProcess, memory: ProcessMemory
+) -> None:
+    """Sixteen PDFs of 64 images of noise (the JPEGs that compress worst): 1024 thumbnails in one answer."""
+    noise = [Image.frombytes("RGB", (128, 128), os.urandom(128 * 128 * 3)) for _ in range(64)]
+    document = hand_pdf([[jpeg_image(image, quality=40)] for image in noise])
+    files = [("files", (f"noise-{n}.pdf", document)) for n in range(16)]
+    body_bytes = len(document) * len(files)
+    before = memory.reset_peak()
+    response = httpx.post(f"{server.base_url}/predict?thumbnails=true", files=files, timeout=300)
+    assert response.status_code == 200, response.text
+    images = [image for answer in response.json() for image in answer["images"]]
+    assert len(images) == 1024
+    assert all(image["thumbnail"].startswith("data:image/jpeg;base64,") for image in images)
+    growth = memory.peak_mib() - before
+    budget = (3 * body_bytes + len(images) * THUMBNAIL_PEAK_BYTES) / MiB + 40
     assert growth < budget, f"peak RSS grew by {growth:.0f} MiB, over the {budget:.0f} MiB budget"
 
 

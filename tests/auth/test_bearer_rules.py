@@ -84,6 +84,8 @@ def test_version_shows_the_auth_setup_without_secrets(
         "issuer": provider.issuer,
         "audience": AUDIENCE,
         "required_scope": "get::prediction",
+        "client_id": None,  # no web page client configured
+        "audience_parameter": "audience",
     }
 
 

@@ -47,7 +47,9 @@ async def run_prediction(
     request: Request,
     engine: InferenceService,
     settings: Settings,
+    *,
+    thumbnails: bool = False,
 ) -> Answer:
     images, context = await protocol.read(request, settings, engine)
-    outcomes = await engine.classify(images, fail_fast=protocol.fail_fast)
+    outcomes = await engine.classify(images, fail_fast=protocol.fail_fast, thumbnails=thumbnails)
     return protocol.answer(context, outcomes)

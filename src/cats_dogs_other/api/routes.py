@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from cats_dogs_other import __version__
 from cats_dogs_other.api.dependencies import (
@@ -121,7 +123,12 @@ class PredictFilesProtocol(PredictionProtocol[list[SentFile], list[FileAnswer]])
 def _file_answer(name: str | None, outcome: Outcome) -> FilePrediction | FileFailure:
     if isinstance(outcome, InvalidImageError):
         return FileFailure(filename=name, error=problem_for(outcome).details())
-    return FilePrediction(filename=name, prediction=outcome.prediction, values=outcome.values)
+    return FilePrediction(
+        filename=name,
+        prediction=outcome.prediction,
+        values=outcome.values,
+        thumbnail=_data_url(outcome.thumbnail),
+    )
 
 
 def _document_answers(
@@ -152,8 +159,16 @@ def _image_answer(image: EmbeddedImage, outcome: Outcome) -> DocumentImagePredic
     if isinstance(outcome, InvalidImageError):
         return DocumentImageFailure(**where, height=image.height, error=problem_for(outcome).details())
     return DocumentImagePrediction(
-        **where, height=image.height, prediction=outcome.prediction, values=outcome.values
+        **where,
+        height=image.height,
+        prediction=outcome.prediction,
+        values=outcome.values,
+        thumbnail=_data_url(outcome.thumbnail),
     )
+
+
+def _data_url(jpeg: bytes | None) -> str | None:
+    return None if jpeg is None else "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 UPLOAD = UploadProtocol()
@@ -216,6 +231,8 @@ async def version(state: State) -> VersionInfo:
             issuer=settings.oauth2_issuer,
             audience=settings.oauth2_audience,
             required_scope=settings.oauth2_required_scope,
+            client_id=settings.oauth2_client_id,
+            audience_parameter=settings.oauth2_audience_parameter,
         ),
     )
 
@@ -259,9 +276,17 @@ async def upload(request: Request, engine: Engine, state: State) -> PredictionRe
         "files", "One or more images or PDF documents, each as a part named `files`.", many=True
     ),
 )
-async def predict(request: Request, engine: Engine, state: State) -> list[FileAnswer]:
+async def predict(
+    request: Request,
+    engine: Engine,
+    state: State,
+    thumbnails: Annotated[
+        bool,
+        Query(description="Add each image's `thumbnail` (what the model saw, 128 px, JPEG data URL)."),
+    ] = False,
+) -> list[FileAnswer]:
     """Results come in the order of the parts, each with its file name. An image gets its prediction; a
     PDF gets its page count and one entry per embedded image (`page`, `index` counted from 0, `width`,
     `height`, the prediction, and `duplicate_of` for a repeated image). A file that cannot be read gets
     an `error` (a problem details object) in its place; the other files are still classified."""
-    return await run_prediction(PREDICT_FILES, request, engine, state.settings)
+    return await run_prediction(PREDICT_FILES, request, engine, state.settings, thumbnails=thumbnails)

@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from cats_dogs_other.api.problems import ProblemDetails
 
 _VALUES: list[JsonValue] = [0.9981, 0.0012, 0.0007]
+THUMBNAIL_DESCRIPTION = (
+    "With `?thumbnails=true`: the image as the model saw it (upright), at most 128 pixels a side, as a "
+    "`data:image/jpeg;base64,` URL."
+)
 
 
 class Health(BaseModel):
@@ -39,6 +43,7 @@ class FilePrediction(PredictionResponse):
     filename: str | None = Field(
         None, description="The file name the client sent, if any.", examples=["tom.jpg"]
     )
+    thumbnail: str | None = Field(None, description=THUMBNAIL_DESCRIPTION)
 
 
 class FileFailure(BaseModel):
@@ -72,6 +77,7 @@ class DocumentImagePrediction(BaseModel):
     height: int = Field(description="The image's height in pixels, as stored in the PDF.")
     prediction: str = Field(description="The most likely label.", examples=["Dog"])
     values: list[float] = Field(description="One value per label, in label order (as for an image).")
+    thumbnail: str | None = Field(None, description=THUMBNAIL_DESCRIPTION)
     duplicate_of: ImagePosition | None = Field(
         None,
         description="Set when the image's content equals an earlier image of the same document: its "
@@ -145,10 +151,18 @@ class ModelInfo(BaseModel):
 
 
 class AuthInfo(BaseModel):
+    """What a client needs to get a token; the web page signs people in with it (nothing secret)."""
+
     mode: Literal["disabled", "oauth2"]
     issuer: str | None = None
     audience: str | None = None
     required_scope: str | None = None
+    client_id: str | None = Field(
+        None, description="The web page's public OpenID Connect client (OAUTH2_CLIENT_ID), when set."
+    )
+    audience_parameter: Literal["audience", "resource", "none"] | None = Field(
+        None, description="The authorization request parameter that names the audience."
+    )
 
 
 class VersionInfo(BaseModel):

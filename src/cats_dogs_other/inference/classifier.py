@@ -14,7 +14,7 @@ from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.budget import MemoryBudget
 from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS, decode_image
 from cats_dogs_other.inference.documents import PdfRaster
-from cats_dogs_other.inference.preprocess import to_input_array
+from cats_dogs_other.inference.preprocess import thumbnail_jpeg, to_input_array
 from cats_dogs_other.models.card import ModelCard
 from cats_dogs_other.models.errors import ModelLoadError
 from cats_dogs_other.models.runners import KerasRunner, ModelRunner, OnnxRunner
@@ -29,6 +29,8 @@ class Prediction:
 
     prediction: str
     values: list[float]
+    # The image as the model saw it, small, as JPEG; only when the caller asked (a page shows it).
+    thumbnail: bytes | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {"prediction": self.prediction, "values": self.values}
@@ -111,11 +113,21 @@ class ImageClassifier:
     ) -> np.ndarray:
         """An encoded image (or a document's image) to one model input (no batch axis).
         Raises InvalidImageError for bad input."""
+        return to_input_array(self._decoded(data, max_pixels, budget), self.card.preprocessing)
+
+    def decode_with_thumbnail(
+        self, data: bytes | PdfRaster, max_pixels: int | None = None, budget: MemoryBudget | None = None
+    ) -> tuple[np.ndarray, bytes]:
+        """`decode`, and a small JPEG of the same upright image, made from the reduced decode."""
+        image = self._decoded(data, max_pixels, budget)
+        return to_input_array(image, self.card.preprocessing), thumbnail_jpeg(image)
+
+    def _decoded(
+        self, data: bytes | PdfRaster, max_pixels: int | None, budget: MemoryBudget | None
+    ) -> Image.Image:
         if isinstance(data, PdfRaster):  # its pixel count was checked when the document was read
-            image = data.decode(self.min_side, budget)
-        else:
-            image = decode_image(data, max_pixels or self.max_pixels, self.min_side, budget)
-        return to_input_array(image, self.card.preprocessing)
+            return data.decode(self.min_side, budget)
+        return decode_image(data, max_pixels or self.max_pixels, self.min_side, budget)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """A batch of model inputs to an (N, labels) array of output values."""

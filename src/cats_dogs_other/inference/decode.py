@@ -65,6 +65,10 @@ _UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+# Width / height of the image before `reduced_rgb` reduced each axis by its own factor: what a person
+# should see (a thumbnail), while the model is fed the reduced raster (it is resized to its input anyway).
+ASPECT_INFO = "cats_dogs_other.aspect"
 _SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _WIDE = _SIXTEEN_BIT | {"I", "F"}
 _WITH_ALPHA = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
@@ -190,6 +194,8 @@ def _decode(image: Image.Image, min_side: int | None, max_pixels: int) -> Image.
         rgb = reduced_rgb(image, min_side)
         method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
         result = rgb.transpose(method) if method is not None else rgb
+        if orientation in _SWAPS_AXES:
+            result.info[ASPECT_INFO] = 1 / rgb.info[ASPECT_INFO]
         return result
     except Image.DecompressionBombError as exc:
         raise _too_many_pixels(width * height, max_pixels, (width, height)) from exc
@@ -270,14 +276,16 @@ def reduced_rgb(image: Image.Image, min_side: int | None) -> Image.Image:
     fy = max(1, height // min_side) if min_side else 1
     top = _sixteen_bit_top(image)
     if fx == fy == 1:
-        return to_rgb(image, top)
-    if image.mode in {"RGB", "L"}:  # no conversion needed at full size: reduce the raster directly
-        return to_rgb(image.reduce((fx, fy)), top)
-    reduced = Image.new("RGB", (math.ceil(width / fx), math.ceil(height / fy)))
-    rows = fy * max(1, STRIP_PIXELS // (width * fy))
-    for y in range(0, height, rows):
-        strip = to_rgb(image.crop((0, y, width, min(height, y + rows))), top)
-        reduced.paste(strip.reduce((fx, fy)), (0, y // fy))
+        reduced = to_rgb(image, top)
+    elif image.mode in {"RGB", "L"}:  # no conversion needed at full size: reduce the raster directly
+        reduced = to_rgb(image.reduce((fx, fy)), top)
+    else:
+        reduced = Image.new("RGB", (math.ceil(width / fx), math.ceil(height / fy)))
+        rows = fy * max(1, STRIP_PIXELS // (width * fy))
+        for y in range(0, height, rows):
+            strip = to_rgb(image.crop((0, y, width, min(height, y + rows))), top)
+            reduced.paste(strip.reduce((fx, fy)), (0, y // fy))
+    reduced.info[ASPECT_INFO] = width / height
     return reduced
 
 

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import anyio
@@ -138,14 +138,24 @@ class InferenceService:
         with self.budget.reserve(min(reading_cost(data), self.budget.capacity)):
             return read_document(data, self.document_limits)
 
-    async def decode(self, data: ImageData) -> np.ndarray:
+    async def decode(self, data: ImageData, thumbnail: bool = False) -> tuple[np.ndarray, bytes | None]:
+        """The model input, and a thumbnail JPEG when asked (`preprocess.thumbnail_jpeg`)."""
         self.decoding += 1
         size = len(data) if isinstance(data, bytes) else data.encoded_bytes
         try:
             with self.tracer.start_as_current_span("decode", attributes={"image.bytes": size}):
-                return await anyio.to_thread.run_sync(
+                if thumbnail:
+                    return await anyio.to_thread.run_sync(
+                        self.classifier.decode_with_thumbnail,
+                        data,
+                        self.max_pixels,
+                        self.budget,
+                        limiter=self._decoders,
+                    )
+                decoded = await anyio.to_thread.run_sync(
                     self.classifier.decode, data, self.max_pixels, self.budget, limiter=self._decoders
                 )
+                return decoded, None
         except InvalidImageError as exc:
             raise exc.detached() from None  # not the failed decode's frames (InvalidImageError.detached)
         finally:
@@ -168,35 +178,38 @@ class InferenceService:
             self.metrics.model_latency.observe(time.perf_counter() - started)
         return scores
 
-    async def classify(self, images: Sequence[ImageData], *, fail_fast: bool = False) -> list[Outcome]:
+    async def classify(
+        self, images: Sequence[ImageData], *, fail_fast: bool = False, thumbnails: bool = False
+    ) -> list[Outcome]:
         """Encoded images to their predictions, in order: the one path every way in goes through.
 
         A bad image gets its InvalidImageError (with its `index`) in its place and the others are still
         answered; with `fail_fast` the first bad image raises instead and the work on the others stops.
         The images are worked on in one task group: if one fails for another reason (the service is
         full, say) or the request is cancelled (its client left), the others stop too. QueueFullError
-        when the model's queue is full.
+        when the model's queue is full. With `thumbnails`, each prediction carries its image's thumbnail.
         """
         if len(images) == 1:  # the common case, without a task group
-            return [await self._one(0, images[0], fail_fast)]
+            return [await self._one(0, images[0], fail_fast, thumbnails)]
         results: list[Outcome | None] = [None] * len(images)
         window = anyio.Semaphore(REQUEST_WINDOW)
 
         async def one(index: int, data: ImageData) -> None:
             async with window:
-                results[index] = await self._one(index, data, fail_fast)
+                results[index] = await self._one(index, data, fail_fast, thumbnails)
 
         await _in_task_group(one, images)
         return _all_done(results)
 
-    async def _one(self, index: int, data: ImageData, fail_fast: bool) -> Outcome:
+    async def _one(self, index: int, data: ImageData, fail_fast: bool, thumbnail: bool) -> Outcome:
         try:
-            decoded = await self.decode(data)
+            decoded, small = await self.decode(data, thumbnail)
         except InvalidImageError as exc:
             if fail_fast:
                 raise exc.at(index) from None
             return exc.at(index)
-        return await self._classify(decoded)
+        prediction = await self._classify(decoded)
+        return prediction if small is None else replace(prediction, thumbnail=small)
 
 
 def _all_done(results: list[T | None]) -> list[T]:
