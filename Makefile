@@ -4,25 +4,34 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test serve lint train benchmark lock clean
+.PHONY: install test serve lint train benchmark lock vendor browser clean
 
 install: $(STAMP)
 
 OIDC_PROVIDER := tests/auth/oidc_provider
 BRUNO := bruno
+# Where the web page's browser libraries come from (vendor/package.json); `make vendor` copies them.
+PAGE_VENDOR := vendor
+PAGE_STATIC := src/cats_dogs_other/web/static/vendor
 
 # Re-run only when a dependency list changes; `pip install -e` keeps source edits live.
 # The npm parts, pinned by their package-lock.json: the real OpenID provider the end-to-end auth tests
-# run, and the Bruno CLI that runs the API collection in bruno/.
-$(STAMP): pyproject.toml $(OIDC_PROVIDER)/package-lock.json $(BRUNO)/package-lock.json
+# run, the Bruno CLI that runs the API collection in bruno/, and the page's vendored library (which a
+# test compares with its npm package).
+$(STAMP): pyproject.toml $(OIDC_PROVIDER)/package-lock.json $(BRUNO)/package-lock.json $(PAGE_VENDOR)/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[train,keras,mlflow,dev]'
 	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --loglevel=error
 	cd $(BRUNO) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(PAGE_VENDOR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
-test: install
+# The browser tests drive Debian's Chromium through Playwright (no browser download, which fails here).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
+
+test: install browser
 	$(BIN)/ruff check src tests benchmarks boot.py
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
@@ -57,6 +66,13 @@ lock: install
 	$(BIN)/uv pip compile pyproject.toml deploy/docker/requirements.in --generate-hashes \
 		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-emit-index-url \
 		--custom-compile-command 'make lock' -o $(LOCK)
+
+# Re-copy the page's vendored files from npm after changing vendor/package.json (then run `make test`).
+vendor:
+	cd $(PAGE_VENDOR) && npm install --no-audit --no-fund --loglevel=error
+	cp $(PAGE_VENDOR)/node_modules/oidc-client-ts/dist/browser/oidc-client-ts.min.js $(PAGE_STATIC)/
+	cp $(PAGE_VENDOR)/node_modules/oidc-client-ts/LICENSE $(PAGE_STATIC)/oidc-client-ts.LICENSE
+	cp $(PAGE_VENDOR)/node_modules/jwt-decode/LICENSE $(PAGE_STATIC)/jwt-decode.LICENSE
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

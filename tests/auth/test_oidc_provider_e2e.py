@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,42 +9,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import ServeProcess, free_port
-
-PROVIDER_DIR = Path(__file__).parent / "oidc_provider"
-AUDIENCE = "https://api.cats-dogs-other.test"
+from tests.api.conftest import ServeProcess
+from tests.oidc_provider import AUDIENCE, oidc_provider
 
 
 @pytest.fixture(scope="module")
 def oidc_issuer() -> Iterator[str]:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip(reason="Node.js is not installed: the real OpenID provider (oidc-provider) cannot run")
-    if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"],
-            cwd=PROVIDER_DIR,
-            check=True,
-            timeout=300,
-            capture_output=True,
-        )
-    port = free_port()
-    process = subprocess.Popen(
-        [node, "provider.mjs", str(port), AUDIENCE],
-        cwd=PROVIDER_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # one JSON line once it listens
-        if not line:
-            raise RuntimeError("oidc-provider exited before listening")
-        yield json.loads(line)["issuer"]
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with oidc_provider() as issuer:
+        yield issuer
 
 
 def client_token(issuer: str, client_id: str, secret: str, scope: str) -> str:

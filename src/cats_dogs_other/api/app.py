@@ -35,6 +35,7 @@ from cats_dogs_other.memory import configure_malloc
 from cats_dogs_other.models.source import ModelSource, resolve_model
 from cats_dogs_other.observability.tracing import tracing_from_environment
 from cats_dogs_other.settings import Settings
+from cats_dogs_other.web import install_page
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ def create_app(
     app.openapi = lambda: openapi_document(app, settings)  # type: ignore[method-assign]
     app.include_router(router)
     v2.install(app)
+    install_page(app, settings)
     install_problem_handlers(app)
     if settings.cors_origins:
         app.add_middleware(

@@ -1,11 +1,14 @@
 // A real OpenID Connect provider on loopback for the end-to-end tests: client-credentials grant, and a
 // resource server whose access tokens are JWTs (RFC 9068) carrying its audience and scope.
-// Usage: node provider.mjs PORT AUDIENCE   (prints one JSON line with the issuer once listening)
+// With PAGE_URLs, also the web page's public clients (Authorization Code + PKCE, those redirect URIs)
+// and the provider's own login and consent pages (devInteractions: any user name and password sign in).
+// Usage: node provider.mjs PORT AUDIENCE [PAGE_URL...]   (prints one JSON line with the issuer once listening)
 import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
 
 const port = Number(process.argv[2]);
 const audience = process.argv[3];
+const pageUrls = process.argv.slice(4);
 const issuer = `http://127.0.0.1:${port}`;
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -15,6 +18,7 @@ const provider = new Provider(issuer, {
   jwks: { keys: [signingKey] },
   scopes: ['openid', 'get::prediction', 'other::thing'],
   clients: [
+    ...(pageUrls.length ? pageClients(pageUrls) : []),
     {
       client_id: 'predictor',
       client_secret: 'predictor-secret',
@@ -33,16 +37,17 @@ const provider = new Provider(issuer, {
     },
   ],
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: pageUrls.length > 0 },
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => audience,
       useGrantedResource: () => true,
-      getResourceServerInfo: (ctx, resourceIndicator) => {
+      getResourceServerInfo: (ctx, resourceIndicator, client) => {
         if (resourceIndicator !== audience) throw new Error(`unknown resource ${resourceIndicator}`);
         return {
-          scope: 'get::prediction other::thing',
+          // The second page client stands for an account the API's scope was never granted to.
+          scope: client.clientId === 'web-page-no-scope' ? 'other::thing' : 'get::prediction other::thing',
           audience,
           accessTokenTTL: 300,
           accessTokenFormat: 'jwt',
@@ -52,6 +57,20 @@ const provider = new Provider(issuer, {
     },
   },
 });
+
+// Public clients (no secret): what a browser page can be. The provider's default CORS policy lets a
+// public client's redirect origin call the token endpoint.
+function pageClients(redirects) {
+  return ['web-page', 'web-page-no-scope'].map((clientId) => ({
+    client_id: clientId,
+    token_endpoint_auth_method: 'none',
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    redirect_uris: redirects,
+    post_logout_redirect_uris: redirects,
+    scope: 'openid get::prediction other::thing',
+  }));
+}
 
 const server = provider.listen(port, '127.0.0.1', () => {
   console.log(JSON.stringify({ issuer }));

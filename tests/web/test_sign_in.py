@@ -1,0 +1,187 @@
+"""Sign-in on the page, against the real node `oidc-provider` and its own login and consent pages:
+Authorization Code with PKCE for a public client, the token in memory only, refusals explained."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page
+
+from cats_dogs_other.api import create_app
+from cats_dogs_other.inference.classifier import ImageClassifier
+from cats_dogs_other.settings import Settings
+from tests.api.conftest import free_port
+from tests.oidc_provider import AUDIENCE, oidc_provider, provider_issuer
+from tests.servers import ready_server
+from tests.web.conftest import BrowserTab
+
+
+@dataclass(frozen=True)
+class SignInSetup:
+    issuer: str
+    page: str  # the service whose page uses the client that may get the API's scope
+    page_without_scope: str  # ... the client the API's scope is never granted to
+    page_without_client: str  # ... no OAUTH2_CLIENT_ID at all
+
+
+@pytest.fixture(scope="module")
+def sign_in_setup(classifier: ImageClassifier) -> Iterator[SignInSetup]:
+    port = free_port()
+    issuer = provider_issuer(port)
+
+    def settings(client_id: str | None) -> Settings:
+        return Settings(
+            oauth2_issuer=issuer,
+            oauth2_audience=AUDIENCE,
+            oauth2_client_id=client_id,
+            oauth2_audience_parameter="resource",  # what node-oidc-provider understands (RFC 8707)
+        )
+
+    with ExitStack() as stack:
+        page, no_scope, no_client = (
+            stack.enter_context(ready_server(create_app(settings(client_id), classifier)))
+            for client_id in ("web-page", "web-page-no-scope", None)
+        )
+        stack.enter_context(oidc_provider(port, page_urls=(f"{page}/", f"{no_scope}/")))
+        yield SignInSetup(issuer, page, no_scope, no_client)
+
+
+def sign_in(tab: BrowserTab, base_url: str, issuer: str, user: str = "alice") -> Page:
+    """From the page to the provider's login and consent pages and back, as a person would."""
+    page = tab.page
+    page.goto(f"{base_url}/")
+    page.click("#sign-in")
+    page.wait_for_url(f"{issuer}/interaction/**")
+    page.fill("input[name=login]", user)
+    page.fill("input[name=password]", "any password")
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Authorize")  # the consent page
+    tab.shoot("provider-consent")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/")
+    page.wait_for_selector("#sign-out:visible")
+    return page
+
+
+def bearer_of_next_prediction(page: Page, files: list[Path]) -> str:
+    with page.expect_request("**/predict?*") as request:
+        page.set_input_files("#files", files)
+    authorization = request.value.headers.get("authorization", "")
+    assert authorization.startswith("Bearer ")
+    return authorization.removeprefix("Bearer ")
+
+
+def test_a_person_signs_in_at_the_provider_and_gets_the_answer(
+    tab: BrowserTab, sign_in_setup: SignInSetup, sample_files: dict[str, Path]
+) -> None:
+    tab.page.goto(f"{sign_in_setup.page}/")
+    tab.page.wait_for_selector("#sign-in:visible")
+    assert tab.page.locator("#files").is_disabled()
+    assert tab.page.inner_text("#notice") == "Sign in to classify images."
+    tab.shoot("signed-out")
+
+    page = sign_in(tab, sign_in_setup.page, sign_in_setup.issuer)
+    assert page.url == f"{sign_in_setup.page}/"  # the code and state are gone from the address bar
+    assert page.inner_text("#who") == "Signed in as alice"
+
+    token = bearer_of_next_prediction(page, [sample_files["Cat"]])
+    page.wait_for_selector("article.result")
+    assert page.locator("article.result .label").inner_text() == "Cat"
+    tab.shoot("signed-in")
+
+    # The token is the provider's, for this API, and nowhere a script or a later visit could read it.
+    answer = httpx.post(
+        f"{sign_in_setup.page}/upload",
+        headers={"Authorization": f"Bearer {token}"},
+        files={"file": sample_files["Cat"].open("rb")},
+        timeout=60,
+    )
+    assert answer.json()["prediction"] == "Cat"
+    stored = page.evaluate("JSON.stringify([{...localStorage}, {...sessionStorage}, document.cookie])")
+    assert token not in stored
+    assert all(token not in cookie["value"] for cookie in page.context.cookies())
+
+
+def test_a_token_without_the_scope_is_explained_as_access_denied(
+    tab: BrowserTab, sign_in_setup: SignInSetup, sample_files: dict[str, Path]
+) -> None:
+    page = sign_in(tab, sign_in_setup.page_without_scope, sign_in_setup.issuer, user="bob")
+    token = bearer_of_next_prediction(page, [sample_files["Cat"]])
+    page.wait_for_selector("#notice:visible")
+    refused = httpx.post(
+        f"{sign_in_setup.page_without_scope}/predict",
+        headers={"Authorization": f"Bearer {token}"},
+        files={"files": sample_files["Cat"].open("rb")},
+        timeout=60,
+    )
+    assert refused.status_code == 403
+    notice = page.inner_text("#notice")
+    assert notice.startswith(f"Access denied: {refused.json()['detail']}")
+    assert "get::prediction" in notice
+    assert page.locator("article.result").count() == 0
+    tab.shoot("access-denied")
+
+
+def test_sign_out_ends_the_session_here_and_at_the_provider(
+    tab: BrowserTab, sign_in_setup: SignInSetup
+) -> None:
+    page = sign_in(tab, sign_in_setup.page, sign_in_setup.issuer)
+    page.click("#sign-out")
+    page.wait_for_url(f"{sign_in_setup.issuer}/session/end**")
+    page.click("text=Yes, sign me out")
+    page.wait_for_url(f"{sign_in_setup.page}/")
+    page.wait_for_selector("#sign-in:visible")
+    assert page.inner_text("#who") == "Not signed in"
+    assert page.locator("#files").is_disabled()
+    tab.shoot("signed-out-again")
+
+    # The provider forgot the person too: signing in again asks for the login again.
+    page.click("#sign-in")
+    page.wait_for_url(f"{sign_in_setup.issuer}/interaction/**")
+    assert page.locator("input[name=login]").is_visible()
+
+
+def test_a_refused_token_leads_back_to_sign_in(
+    tab: BrowserTab, sign_in_setup: SignInSetup, sample_files: dict[str, Path]
+) -> None:
+    page = sign_in(tab, sign_in_setup.page, sign_in_setup.issuer)
+    # The service refuses the token it gets (as it would a revoked or rotated one): a real 401.
+    page.route(
+        "**/predict?*",
+        lambda route: route.continue_(headers={**route.request.headers, "authorization": "Bearer not.a.jwt"}),
+    )
+    page.set_input_files("#files", sample_files["Cat"])
+    page.wait_for_selector("#sign-in:visible")
+    assert page.inner_text("#notice").startswith("The service did not accept your sign-in:")
+    assert page.inner_text("#who") == "Not signed in"
+    assert page.locator("#files").is_disabled()
+
+
+def test_an_expired_token_leads_back_to_sign_in(tab: BrowserTab, sign_in_setup: SignInSetup) -> None:
+    tab.page.clock.install()  # the page's clock, so that the token's five minutes pass at once
+    page = sign_in(tab, sign_in_setup.page, sign_in_setup.issuer)
+    page.clock.fast_forward("05:10")
+    page.wait_for_selector("#sign-in:visible")
+    assert page.inner_text("#notice") == "Your sign-in has expired: sign in again."
+    assert page.locator("#files").is_disabled()
+    tab.shoot("expired")
+
+
+def test_without_a_client_id_the_page_says_sign_in_is_not_configured(
+    tab: BrowserTab, sign_in_setup: SignInSetup
+) -> None:
+    page = tab.page
+    page.goto(f"{sign_in_setup.page_without_client}/")
+    page.wait_for_selector("#notice:visible")
+    notice = page.inner_text("#notice")
+    assert notice.startswith("Sign-in is not configured")
+    assert "OAUTH2_CLIENT_ID" in notice
+    assert sign_in_setup.issuer in notice
+    assert page.locator("#sign-in").is_hidden()
+    assert page.locator("#files").is_disabled()
+    tab.shoot("sign-in-not-configured")
