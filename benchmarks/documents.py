@@ -1,4 +1,5 @@
-"""A PDF of 10 images through `/predict` against the same 10 images sent as image files, in one run.
+"""A PDF of 10 images through `/predict` against the same 10 images sent as image files, in one run;
+and both again with the thumbnails the web page asks for (`?thumbnails=true`).
 
     .venv/bin/python benchmarks/documents.py [--rounds 40]
 
@@ -53,11 +54,15 @@ def main() -> None:
     entries = b"/Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8 /Filter /DCTDecode"
     jpeg_pdf = hand_pdf([[RawImage(entries % (w, h), data)] for w, h, data in jpegs])
     flate_pdf = hand_pdf([[flate_image(Image.open(io.BytesIO(data)))] for _, _, data in jpegs])
+    files = [("files", (f"{k}.jpg", data)) for k, (_, _, data) in enumerate(jpegs)]
     bodies = {
-        "10 JPEG files": [("files", (f"{k}.jpg", data)) for k, (_, _, data) in enumerate(jpegs)],
+        "10 JPEG files": files,
         "1 PDF, 10 JPEG images": [("files", ("doc.pdf", jpeg_pdf))],
         "1 PDF, 10 Flate images": [("files", ("flate.pdf", flate_pdf))],
+        "10 JPEG files, ?thumbnails=true": files,
+        "1 PDF, 10 JPEG images, ?thumbnails=true": [("files", ("doc.pdf", jpeg_pdf))],
     }
+    paths = {name: "/predict?thumbnails=true" if "thumbnails" in name else "/predict" for name in bodies}
     server = subprocess.Popen(
         [sys.executable, "-m", "cats_dogs_other.cli", "serve", "--no-auth", "--port", str(PORT)],
         stdout=subprocess.DEVNULL,
@@ -75,12 +80,12 @@ def main() -> None:
                     pass
                 time.sleep(0.2)
             for _ in range(3):  # warm-up: first batches, arenas, the PDF reader's imports
-                for files in bodies.values():
-                    client.post("/predict", files=files).raise_for_status()
+                for name, files in bodies.items():
+                    client.post(paths[name], files=files).raise_for_status()
             for _ in range(args.rounds):
                 for name, files in bodies.items():
                     started = time.perf_counter()
-                    response = client.post("/predict", files=files)
+                    response = client.post(paths[name], files=files)
                     times[name].append(time.perf_counter() - started)
                     response.raise_for_status()
     finally:
