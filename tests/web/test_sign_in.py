@@ -94,6 +94,7 @@ def test_a_person_signs_in_at_the_provider_and_gets_the_answer(
     tab.page.wait_for_selector("#sign-in:visible")
     assert tab.page.locator("#files").is_disabled()
     assert tab.page.inner_text("#notice") == "Sign in to classify images."
+    assert "info" in (tab.page.get_attribute("#notice", "class") or "")  # guidance, not an error
     tab.shoot("signed-out")
 
     page = sign_in(tab, sign_in_setup.page, sign_in_setup.issuer)

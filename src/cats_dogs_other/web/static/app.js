@@ -35,9 +35,11 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
-function notify(message) {
+// One message at a time: a problem (red) or, with `info`, what to do next (not an error).
+function notify(message, info = false) {
   ui.notice.textContent = message || "";
   ui.notice.hidden = !message;
+  ui.notice.classList.toggle("info", info);
 }
 
 function setBusy(message) {
@@ -294,7 +296,7 @@ async function start() {
   }
   const failure = await session.resume();
   if (failure) notify(failure);
-  else if (session.required && session.configured && !session.signedIn) notify("Sign in to classify images.");
+  else if (session.required && session.configured && !session.signedIn) notify("Sign in to classify images.", true);
   refreshControls();
 }
 
