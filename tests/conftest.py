@@ -1,14 +1,17 @@
-"""Shared fixtures: the course's real dataset (read in place, never copied) and the default classifier."""
+"""Shared fixtures: the course's real dataset (read in place, never copied), the default classifier, and
+the feedback databases (a SQLite file, a real PostgreSQL server)."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cats_dogs_other.inference.classifier import ImageClassifier
+from tests.postgres import PostgresServer, postgres_bin_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_ROOT = Path(
@@ -62,3 +65,26 @@ def course_annotations(dataset_dir: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def classifier() -> ImageClassifier:
     return ImageClassifier.load()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (`make test` installs Debian's package when missing)."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        pytest.skip(reason="PostgreSQL is not installed: `make test` installs it (Debian postgresql)")
+    server = PostgresServer(bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def feedback_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty feedback database: a SQLite file, or a new database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'feedback' / 'feedback.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database()

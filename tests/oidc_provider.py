@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import free_port
+from tests.servers import free_port
 
 PROVIDER_DIR = Path(__file__).parent / "auth" / "oidc_provider"
 AUDIENCE = "https://api.cats-dogs-other.test"

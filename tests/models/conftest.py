@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.api.conftest import free_port
+from tests.servers import free_port
 
 COURSE_MEANS = np.array([123.68, 116.779, 103.939], dtype=np.float32)
 

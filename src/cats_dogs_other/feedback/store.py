@@ -1,0 +1,276 @@
+"""Where people's corrections go: SQLAlchemy over SQLite (one machine) or PostgreSQL (replicas).
+
+The store is synchronous; the service calls it from worker threads (`add` and friends are awaitable
+wrappers that never run a query on the event loop). The schema is Alembic's: `migrate` brings any
+database to the newest revision, under a lock so that replicas starting together take turns.
+A database that cannot be reached raises `FeedbackUnavailableError`, never anything driver-specific.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, delete, event, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from cats_dogs_other.feedback.schema import images, labels
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# Any constant shared by every replica: PostgreSQL's advisory lock that serialises migrations.
+MIGRATION_LOCK_KEY = 0x0CD0FEED
+CONNECT_TIMEOUT_SECONDS = 5
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+
+
+class FeedbackUnavailableError(RuntimeError):
+    """The database cannot be reached or written right now; the message is safe to show (no URL)."""
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """What a person said about an image, as the API received it."""
+
+    sha256: str
+    png: bytes
+    width: int
+    height: int
+    label: str
+    subject: str | None = None
+    predicted: str | None = None
+    model_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    id: str
+    replaced: bool  # the same person had labelled this image before: their label was replaced
+
+
+@dataclass(frozen=True)
+class ImageLabels:
+    """One image's labels, one per person (or per anonymous answer)."""
+
+    sha256: str
+    labels: list[str]
+    first_at: datetime
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class FeedbackStore:
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)  # ArgumentError for a malformed URL: a configuration error, at start
+        self.url = url
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"FEEDBACK_DATABASE_URL: {self.dialect} is not supported (sqlite, postgresql)")
+        self.sqlite_path: Path | None = None
+        if self.dialect == "sqlite":
+            if not parsed.database or parsed.database == ":memory:":
+                raise ValueError("FEEDBACK_DATABASE_URL: SQLite needs a file (sqlite:///path/to/file.db)")
+            self.sqlite_path = Path(parsed.database)
+            with suppress(OSError):  # if it cannot be made, connecting fails: FeedbackUnavailableError
+                self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(
+                parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False}
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            if parsed.drivername == "postgresql":
+                parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3, not psycopg2
+            self.engine = create_engine(
+                parsed,
+                pool_pre_ping=True,  # a replica outlives database restarts
+                pool_timeout=CONNECT_TIMEOUT_SECONDS,
+                connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            )
+        # SQLite has one writer at a time: one thread per process writes, the others wait their turn
+        # here rather than in SQLite's busy loop. PostgreSQL gets as many as the connection pool holds.
+        self.limiter = anyio.CapacityLimiter(1 if self.dialect == "sqlite" else 5)
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
+
+    def describe(self) -> str:
+        return redacted(self.url)
+
+    # --- schema ---------------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the database to the newest schema (idempotent); FeedbackUnavailableError if unreachable."""
+        with self._migrate_lock, _unavailable_on_error("migrate"):
+            if self._migrated:
+                return
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            with self._process_lock(), self.engine.begin() as connection:
+                if self.dialect == "postgresql":
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                    )
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+            self._migrated = True
+
+    def revision(self) -> str | None:
+        """The database's schema revision (None for an empty database)."""
+        with _unavailable_on_error("read"), self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    @staticmethod
+    def head_revision() -> str | None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        return ScriptDirectory.from_config(config).get_current_head()
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        """SQLite has no advisory locks: processes sharing the file take turns on a lock file beside it."""
+        if self.sqlite_path is None:
+            yield
+            return
+        with open(self.sqlite_path.with_name(self.sqlite_path.name + ".migrate-lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # --- writes ---------------------------------------------------------------------------------------
+
+    def add(self, record: FeedbackRecord) -> Stored:
+        """Store the image once per content and this person's label (replacing their earlier one)."""
+        self.migrate()
+        now = datetime.now(UTC)
+        image_row = {
+            "sha256": record.sha256,
+            "png": record.png,
+            "width": record.width,
+            "height": record.height,
+            "created_at": now,
+        }
+        label_row = {
+            "image_sha256": record.sha256,
+            "subject": record.subject,
+            "label": record.label,
+            "predicted": record.predicted,
+            "model_sha256": record.model_sha256,
+            "updated_at": now,
+        }
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        with _unavailable_on_error("write"), self.engine.begin() as connection:
+            # The first statement writes, so SQLite takes its write lock at once (no lock upgrade later).
+            connection.execute(insert(images).values(image_row).on_conflict_do_nothing())
+            if record.subject is None:
+                new_id = str(uuid.uuid4())
+                connection.execute(labels.insert().values(id=new_id, created_at=now, **label_row))
+                return Stored(new_id, replaced=False)
+            statement = insert(labels).values(id=str(uuid.uuid4()), created_at=now, **label_row)
+            updated = {key: statement.excluded[key] for key in ("label", "predicted", "model_sha256")}
+            upsert = statement.on_conflict_do_update(
+                index_elements=["image_sha256", "subject"],
+                set_={**updated, "updated_at": statement.excluded.updated_at},
+            ).returning(labels.c.id, labels.c.created_at)
+            row = connection.execute(upsert).one()
+            return Stored(row.id, replaced=_as_utc(row.created_at) < now)
+
+    def delete(self, sha256: str) -> int:
+        """Remove an image and every label of it; the number of labels removed (-1: no such image)."""
+        self.migrate()
+        with _unavailable_on_error("delete"), self.engine.begin() as connection:
+            removed = connection.execute(delete(labels).where(labels.c.image_sha256 == sha256)).rowcount
+            found = connection.execute(delete(images).where(images.c.sha256 == sha256)).rowcount
+        return removed if found else -1
+
+    # --- reads ----------------------------------------------------------------------------------------
+
+    def labelled_images(self) -> list[ImageLabels]:
+        """Every image with its labels, oldest first (labels only: the images are read one by one)."""
+        self.migrate()
+        query = select(labels.c.image_sha256, labels.c.label, labels.c.created_at).order_by(
+            labels.c.created_at, labels.c.id
+        )
+        found: dict[str, ImageLabels] = {}
+        with _unavailable_on_error("read"), self.engine.connect() as connection:
+            for sha256, label, created_at in connection.execute(query):
+                entry = found.setdefault(sha256, ImageLabels(sha256, [], _as_utc(created_at)))
+                entry.labels.append(label)
+        return list(found.values())
+
+    def image_png(self, sha256: str) -> bytes | None:
+        with _unavailable_on_error("read"), self.engine.connect() as connection:
+            png: bytes | None = connection.execute(
+                select(images.c.png).where(images.c.sha256 == sha256)
+            ).scalar_one_or_none()
+        return png
+
+    def counts(self) -> tuple[int, int]:
+        """(images, labels) stored."""
+        self.migrate()
+        with _unavailable_on_error("read"), self.engine.connect() as connection:
+            image_count = connection.execute(select(func.count()).select_from(images)).scalar_one()
+            label_count = connection.execute(select(func.count()).select_from(labels)).scalar_one()
+        return int(image_count), int(label_count)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- from the event loop --------------------------------------------------------------------------
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """`work` (a method of this store) in a worker thread, at most `limiter` at once."""
+        return await anyio.to_thread.run_sync(work, limiter=self.limiter)
+
+
+def _sqlite_pragmas(connection: object, _: object) -> None:
+    """WAL lets readers (an export) run beside the writer; foreign keys are off by default in SQLite."""
+    cursor = connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)  # SQLite drops the zone
+
+
+@contextmanager
+def _unavailable_on_error(action: str) -> Iterator[None]:
+    """Connection failures (refused, timed out, dropped, a locked or unreachable file) become one error
+    whose message names no host or password; constraint violations and bugs stay what they are."""
+    try:
+        yield
+    except (DBAPIError, PoolTimeoutError) as exc:
+        unavailable = isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        )
+        if not unavailable:
+            raise
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        log.warning("feedback database unavailable (%s): %s", action, type(cause).__name__)
+        raise FeedbackUnavailableError(f"The feedback database cannot be reached ({action}).") from None
+    except OSError as exc:  # SQLite's folder or lock file
+        log.warning("feedback database unavailable (%s): %s", action, type(exc).__name__)
+        raise FeedbackUnavailableError(f"The feedback database cannot be reached ({action}).") from None
