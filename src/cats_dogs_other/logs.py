@@ -41,3 +41,5 @@ def configure_logging(level: str) -> None:
     # pypdf warns about every flaw of a client's document ("EOF marker not found", an object's repr):
     # many lines per hostile file, with its content in them. The client gets the reason in its problem.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
+    # Alembic names every plugin it loads on each migration check; the service logs the outcome itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES, max_pixels_for
@@ -119,6 +119,17 @@ class Settings(BaseSettings):
         "audience",
         description="How the page asks the provider for a token for OAUTH2_AUDIENCE: `audience` (Auth0), "
         "`resource` (RFC 8707 resource indicators) or `none` (the provider decides).",
+    )
+    feedback_database_url: SecretStr | None = Field(
+        None,
+        description="Where corrections are stored: sqlite:///path/feedback.db (one machine) or "
+        "postgresql://user:password@host/db (replicas share it); unset: POST /feedback is off (404).",
+    )
+    feedback_required_scope: str = Field(
+        "post::feedback", description="Scope a token needs to send feedback (POST /feedback)."
+    )
+    feedback_accuracy_window: int = Field(
+        200, ge=1, description="Feedback answers the live accuracy estimate is computed over (per process)."
     )
     oauth2_leeway_seconds: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
     oauth2_jwks_cache_seconds: float = Field(3600.0, gt=0, description="Key cache lifetime without max-age.")

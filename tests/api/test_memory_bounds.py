@@ -328,6 +328,43 @@ def test_hostile_documents_are_answered_with_memory_within_the_stated_budget(
     assert growth < budget, f"peak RSS grew by {growth:.0f} MiB, over the {budget:.0f} MiB budget"
 
 
+@pytest.fixture(scope="module")
+def feedback_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """A real `serve` process keeping feedback in a SQLite file."""
+    folder = tmp_path_factory.mktemp("feedback-bounds")
+    command = serve_command("--feedback-database-url", f"sqlite:///{folder / 'feedback.db'}")
+    process = ServeProcess(command, folder / "serve.log").start()
+    yield process
+    process.stop()
+
+
+def test_feedback_on_the_largest_images_stays_within_the_decode_budget(
+    feedback_server: ServeProcess, large_pngs: dict[str, bytes]
+) -> None:
+    """Feedback decodes like a prediction (the same budget) and stores a PNG of at most 512 px: a 40-
+    megapixel RGBA image is stored, a 900-megapixel Flate image in a PDF is refused, both within it."""
+    assert feedback_server.process is not None
+    memory = ProcessMemory(feedback_server.process.pid)
+    bomb = hand_pdf([[flate_bomb(30000, 30000)]])
+    before = memory.reset_peak()
+    stored = httpx.post(
+        f"{feedback_server.base_url}/feedback",
+        files={"file": ("big.png", large_pngs[RGBA])},
+        data={"label": "Other"},
+        timeout=60,
+    )
+    refused = httpx.post(
+        f"{feedback_server.base_url}/feedback",
+        files={"file": ("bomb.pdf", bomb)},
+        data={"label": "Other", "page": "0", "index": "0"},
+        timeout=60,
+    )
+    growth = memory.peak_mib() - before
+    assert stored.status_code == 201, stored.text
+    assert refused.status_code == 413, refused.text
+    assert growth < 200, f"peak RSS grew by {growth:.0f} MiB"
+
+
 # A thumbnail is a JPEG of at most 128x128 (noise: ~12 KiB, ~16 KiB in base64); the stated budget for an
 # answer with thumbnails is 64 KiB of peak memory per image (the JPEG, its base64, the JSON being built).
 THUMBNAIL_PEAK_BYTES = 64 * 1024

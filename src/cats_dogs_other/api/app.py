@@ -17,6 +17,7 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
 from cats_dogs_other import __version__
 from cats_dogs_other.api import v2
+from cats_dogs_other.api.feedback import router as feedback_router
 from cats_dogs_other.api.middleware import (
     BodyBudget,
     BodyLimitMiddleware,
@@ -29,10 +30,12 @@ from cats_dogs_other.api.routes import router
 from cats_dogs_other.api.state import Phase, ServedModel, ServiceState
 from cats_dogs_other.auth import JwksCache, TokenValidator
 from cats_dogs_other.cpu import available_cores
+from cats_dogs_other.feedback import FeedbackStore, FeedbackUnavailableError
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.logs import configure_logging
 from cats_dogs_other.memory import configure_malloc
 from cats_dogs_other.models.source import ModelSource, resolve_model
+from cats_dogs_other.observability.metrics import ServiceMetrics
 from cats_dogs_other.observability.tracing import tracing_from_environment
 from cats_dogs_other.settings import Settings
 from cats_dogs_other.web import install_page
@@ -73,6 +76,13 @@ def build_token_validator(settings: Settings, client: httpx.AsyncClient) -> Toke
     )
 
 
+def build_feedback_store(settings: Settings) -> FeedbackStore | None:
+    """The feedback database when FEEDBACK_DATABASE_URL is set; its schema is migrated after start-up."""
+    if settings.feedback_database_url is None:
+        return None
+    return FeedbackStore(settings.feedback_database_url.get_secret_value())
+
+
 def worker_app(settings: Settings) -> FastAPI:
     """The app of one `--workers N` process, from the settings `serve` was given (pickled, not via the
     environment); a spawned worker starts with Python's default logging and malloc settings."""
@@ -97,7 +107,13 @@ def create_app(
         follow_redirects=False,  # JwksCache follows redirects itself, on the same host only
         headers={"User-Agent": "cats-dogs-other"},
     )
-    state = ServiceState(settings, build_token_validator(settings, http_client), tracer=tracer)
+    state = ServiceState(
+        settings,
+        build_token_validator(settings, http_client),
+        metrics=ServiceMetrics(settings.feedback_accuracy_window),
+        tracer=tracer,
+        feedback=build_feedback_store(settings),
+    )
     if classifier is not None:
         source = source or ModelSource(settings.model_uri or "builtin:default", classifier.model_path, "onnx")
         state.model = ServedModel.build(classifier, source, settings, state.metrics, tracer)
@@ -112,15 +128,21 @@ def create_app(
         _log_auth_mode(settings, state.token_validator)
         model.engine.start()
         warm_up = asyncio.create_task(_warm_up(state, model))
+        background = [warm_up]
         log.info("model %s", model.describe())
+        if state.feedback is not None:
+            background.append(asyncio.create_task(_prepare_feedback(state.feedback)))
         try:
             yield
         finally:
             state.advance(Phase.STOPPING)
-            warm_up.cancel()
-            with suppress(asyncio.CancelledError):
-                await warm_up
+            for task in background:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             await model.engine.stop()
+            if state.feedback is not None:
+                await anyio.to_thread.run_sync(state.feedback.close)
             if state.token_validator is not None:
                 await state.token_validator.keys.close()
             await http_client.aclose()
@@ -137,6 +159,7 @@ def create_app(
     app.state.service = state
     app.openapi = lambda: openapi_document(app, settings)  # type: ignore[method-assign]
     app.include_router(router)
+    app.include_router(feedback_router)
     v2.install(app)
     install_page(app, settings)
     install_problem_handlers(app)
@@ -191,6 +214,16 @@ def _log_auth_mode(settings: Settings, validator: TokenValidator | None) -> None
             settings.oauth2_issuer,
             settings.oauth2_required_scope,
         )
+
+
+async def _prepare_feedback(store: FeedbackStore) -> None:
+    """Migrate the feedback schema in the background: readiness and predictions never wait for the
+    database. If it is down now, the first POST /feedback tries again (and answers 503 meanwhile)."""
+    try:
+        await store.run(store.migrate)
+        log.info("feedback stored in %s", store.describe())
+    except FeedbackUnavailableError as exc:
+        log.warning("feedback database not ready: %s POST /feedback answers 503 until it is.", exc)
 
 
 async def _warm_up(state: ServiceState, model: ServedModel) -> None:

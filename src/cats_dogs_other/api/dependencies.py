@@ -4,9 +4,10 @@ arrives while the service is full, cannot make it parse an upload."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -76,13 +77,12 @@ def _refuse(
     return HTTPException(status, detail, {"WWW-Authenticate": header})
 
 
-async def require_prediction_token(
-    request: Request, state: State, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]
-) -> None:
-    """The token check per RFC 6750; tokens are never logged, failures by reason only."""
+async def _checked_claims(request: Request, state: ServiceState, scope: str) -> dict[str, Any] | None:
+    """The token check per RFC 6750 for `scope`: the token's claims, or None when auth is disabled.
+    Tokens are never logged, failures by reason only."""
     settings = state.settings
     if settings.auth_disabled:
-        return
+        return None
     if state.token_validator is None:
         raise HTTPException(503, settings.auth_configuration_error() or "Authentication is not available.")
     token = bearer_token(request.headers.get("authorization"))
@@ -97,10 +97,10 @@ async def require_prediction_token(
         )
     try:
         with state.tracer.start_as_current_span("auth"):
-            await state.token_validator.validate(token)
+            return await state.token_validator.validate(token, scope)
     except AuthFailure as failure:
         if failure.reason is FailureReason.SCOPE:
-            header = challenge("insufficient_scope", failure.description, settings.oauth2_required_scope)
+            header = challenge("insufficient_scope", failure.description, scope)
             raise _refuse(request, state, failure.reason, 403, failure.description, header) from None
         header = challenge("invalid_token", failure.description)
         raise _refuse(request, state, failure.reason, 401, failure.description, header) from None
@@ -113,4 +113,27 @@ async def require_prediction_token(
         ) from None
 
 
+async def require_prediction_token(
+    request: Request, state: State, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]
+) -> None:
+    await _checked_claims(request, state, state.settings.oauth2_required_scope)
+
+
+async def feedback_subject(
+    request: Request, state: State, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]
+) -> str | None:
+    """The token check for feedback (FEEDBACK_REQUIRED_SCOPE): the token's `sub`, the only claim kept;
+    None when auth is disabled (anonymous feedback)."""
+    claims = await _checked_claims(request, state, state.settings.feedback_required_scope)
+    if claims is None:
+        return None
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise HTTPException(403, "The token has no subject (sub): feedback must name who sent it.")
+    if len(subject) > 255:  # the column's size; a hash keeps distinct subjects distinct
+        return "sha256:" + hashlib.sha256(subject.encode()).hexdigest()
+    return subject
+
+
 PredictionToken = Depends(require_prediction_token)
+FeedbackSubject = Annotated[str | None, Depends(feedback_subject)]

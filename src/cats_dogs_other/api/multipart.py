@@ -20,6 +20,15 @@ def _multipart_is_complete(request: Request) -> bool:
 
 async def read_file_parts(request: Request, field: str, max_files: int) -> list[tuple[str | None, bytes]]:
     """The files sent under `field` (name and bytes), read only after authentication and admission."""
+    files, _ = await read_form(request, field, max_files)
+    return files
+
+
+async def read_form(
+    request: Request, field: str, max_files: int, text_fields: tuple[str, ...] = ()
+) -> tuple[list[tuple[str | None, bytes]], dict[str, str]]:
+    """`read_file_parts`, and the text parts named in `text_fields` (the last of each name; a file sent
+    where text is expected is a 422)."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         shown = content_type.split(";")[0].strip() or "no Content-Type"
@@ -47,6 +56,13 @@ async def read_file_parts(request: Request, field: str, max_files: int) -> list[
                 f"Missing form part '{field}' (parts sent: {sent}). "
                 f"Send the image as a multipart file part named '{field}'.",
             )
-        return [(upload.filename, await upload.read()) for upload in files]
+        texts: dict[str, str] = {}
+        for name in text_fields:
+            value = form.get(name)
+            if isinstance(value, UploadFile):
+                raise HTTPException(422, f"The part '{name}' must be a text field, not a file.")
+            if value is not None:
+                texts[name] = value
+        return [(upload.filename, await upload.read()) for upload in files], texts
     finally:
         await form.close()

@@ -21,13 +21,15 @@ named `files`. Errors are RFC 9457 `application/problem+json`.
 TAGS = [
     {"name": "inference", "description": "Classify images."},
     {"name": "health", "description": "Probes and version information for operators and load balancers."},
+    {"name": "feedback", "description": "Corrections of the model's answers, kept as training data."},
 ]
 
 _PROBLEM_DESCRIPTIONS = {
     400: "Malformed request (a broken multipart body, too many files), or (v2) a model that is not ready.",
     401: "No bearer token, or a token that is not valid (expired, wrong issuer or audience, bad signature).",
-    403: "A valid token without the required scope (get::prediction by default).",
-    404: "No model by that name.",
+    403: "A valid token without the required scope (get::prediction by default; post::feedback to send "
+    "feedback).",
+    404: "No model by that name, or (POST /feedback) feedback is off on this service.",
     413: "The request body is over MAX_UPLOAD_BYTES, or the image has more pixels than MAX_PIXELS.",
     415: "Not multipart/form-data, or the file is not a supported image (or is corrupt or empty).",
     422: "A required form part is missing or misnamed.",

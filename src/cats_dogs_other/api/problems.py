@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from cats_dogs_other.feedback import FeedbackUnavailableError
 from cats_dogs_other.inference.batching import QueueFullError
 from cats_dogs_other.inference.decode import ImageErrorKind, InvalidImageError
 from cats_dogs_other.inference.documents import DocumentErrorKind, InvalidDocumentError
@@ -94,6 +95,7 @@ DOCUMENT_ERROR_STATUS = {
     DocumentErrorKind.TOO_SLOW: 422,
 }
 QUEUE_FULL_RETRY_AFTER_SECONDS = "1"
+FEEDBACK_RETRY_AFTER_SECONDS = "30"
 
 # Every error type the service turns into an answer; anything else is a 500 (RequestContextMiddleware).
 KNOWN_ERRORS = (
@@ -102,6 +104,7 @@ KNOWN_ERRORS = (
     InvalidDocumentError,
     QueueFullError,
     RequestValidationError,
+    FeedbackUnavailableError,
 )
 
 
@@ -116,6 +119,12 @@ def problem_for(exc: Exception, request: Request | None = None) -> Problem:
             503,
             f"The service is at capacity ({exc}); retry shortly.",
             {"Retry-After": QUEUE_FULL_RETRY_AFTER_SECONDS},
+        )
+    if isinstance(exc, FeedbackUnavailableError):
+        return Problem(
+            503,
+            f"{exc} Your feedback was not stored; send it again later. Predictions are not affected.",
+            {"Retry-After": FEEDBACK_RETRY_AFTER_SECONDS},
         )
     if isinstance(exc, RequestValidationError):
         return _validation_problem(exc, request)

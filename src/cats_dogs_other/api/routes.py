@@ -26,6 +26,7 @@ from cats_dogs_other.api.schemas import (
     DocumentImageFailure,
     DocumentImagePrediction,
     DocumentPrediction,
+    FeedbackInfo,
     FileFailure,
     FilePrediction,
     Health,
@@ -233,6 +234,10 @@ async def version(state: State) -> VersionInfo:
             required_scope=settings.oauth2_required_scope,
             client_id=settings.oauth2_client_id,
             audience_parameter=settings.oauth2_audience_parameter,
+        ),
+        feedback=FeedbackInfo(
+            enabled=state.feedback is not None,
+            required_scope=None if settings.auth_disabled else settings.feedback_required_scope,
         ),
     )
 

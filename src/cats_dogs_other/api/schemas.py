@@ -165,9 +165,33 @@ class AuthInfo(BaseModel):
     )
 
 
+class FeedbackInfo(BaseModel):
+    """Whether POST /feedback stores corrections here, and the scope it needs when auth is on."""
+
+    enabled: bool
+    required_scope: str | None = None
+
+
+class FeedbackStored(BaseModel):
+    """A correction, stored: its record's id and the image's content hash (what `feedback delete` takes)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: str = Field(description="The record's id.")
+    sha256: str = Field(
+        description="The image's sha256: of the file sent, or of the PDF's embedded image. Give it to "
+        "the operator (`cats-dogs-other feedback delete SHA256`) to withdraw the image and its labels."
+    )
+    label: str = Field(description="The label stored, as the model spells it.", examples=["Dog"])
+    replaced: bool = Field(
+        description="True when this person had labelled this image before: their label was replaced."
+    )
+
+
 class VersionInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     version: str = Field(description="The cats-dogs-other package version.", examples=["0.1.0"])
     model: ModelInfo
     auth: AuthInfo
+    feedback: FeedbackInfo

@@ -8,6 +8,7 @@ from enum import StrEnum
 from opentelemetry import trace
 
 from cats_dogs_other.auth.tokens import TokenValidator
+from cats_dogs_other.feedback import FeedbackStore
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.inference.service import BatchingConfig, InferenceService
 from cats_dogs_other.models.source import ModelSource
@@ -74,6 +75,7 @@ class ServiceState:
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     tracer: trace.Tracer = field(default_factory=trace.NoOpTracer)
     model: ServedModel | None = None
+    feedback: FeedbackStore | None = None  # FEEDBACK_DATABASE_URL set: POST /feedback stores here
     phase: Phase = Phase.STARTING
 
     def advance(self, phase: Phase) -> None:

@@ -95,8 +95,9 @@ class TokenValidator:
     required_scope: str
     leeway_seconds: float = 30.0
 
-    async def validate(self, token: str) -> dict[str, Any]:
-        """The claims of a token allowed to predict; else AuthFailure (or KeysUnavailableError)."""
+    async def validate(self, token: str, scope: str | None = None) -> dict[str, Any]:
+        """The claims of a token granted `scope` (default: `required_scope`, to predict); else AuthFailure
+        (or KeysUnavailableError)."""
         if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
             raise AuthFailure(FailureReason.MALFORMED, "The access token is not a well-formed JWT.")
         try:
@@ -126,8 +127,9 @@ class TokenValidator:
                 FailureReason.ALGORITHM, "The token's algorithm does not match its signing key."
             )
         claims = self._decode(token, key, algorithm)
-        if self.required_scope not in granted_scopes(claims):
-            raise AuthFailure(FailureReason.SCOPE, f"The token lacks the scope {self.required_scope}.")
+        required = scope or self.required_scope
+        if required not in granted_scopes(claims):
+            raise AuthFailure(FailureReason.SCOPE, f"The token lacks the scope {required}.")
         return claims
 
     def _decode(self, token: str, key: SigningKey, algorithm: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.budget import MemoryBudget
 from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS, decode_image
 from cats_dogs_other.inference.documents import PdfRaster
-from cats_dogs_other.inference.preprocess import thumbnail_jpeg, to_input_array
+from cats_dogs_other.inference.preprocess import thumbnail_jpeg, to_input_array, training_png
 from cats_dogs_other.models.card import ModelCard
 from cats_dogs_other.models.errors import ModelLoadError
 from cats_dogs_other.models.runners import KerasRunner, ModelRunner, OnnxRunner
@@ -121,6 +121,13 @@ class ImageClassifier:
         """`decode`, and a small JPEG of the same upright image, made from the reduced decode."""
         image = self._decoded(data, max_pixels, budget)
         return to_input_array(image, self.card.preprocessing), thumbnail_jpeg(image)
+
+    def training_image(
+        self, data: bytes | PdfRaster, max_pixels: int | None = None, budget: MemoryBudget | None = None
+    ) -> tuple[bytes, int, int]:
+        """The image as stored for retraining (`preprocess.training_png`), from the same reduced decode
+        the model's input comes from: the same limits, the same memory budget."""
+        return training_png(self._decoded(data, max_pixels, budget))
 
     def _decoded(
         self, data: bytes | PdfRaster, max_pixels: int | None, budget: MemoryBudget | None

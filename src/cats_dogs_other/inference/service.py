@@ -161,6 +161,15 @@ class InferenceService:
         finally:
             self.decoding -= 1
 
+    async def training_image(self, data: ImageData) -> tuple[bytes, int, int]:
+        """The image as feedback stores it (PNG, width, height), decoded like a prediction's input."""
+        try:
+            return await anyio.to_thread.run_sync(
+                self.classifier.training_image, data, self.max_pixels, self.budget, limiter=self._decoders
+            )
+        except InvalidImageError as exc:
+            raise exc.detached() from None
+
     async def _classify(self, decoded: np.ndarray) -> Prediction:
         """Through the batcher; the wait and the model call become spans with their real times."""
         row, timing = await self.batcher.submit_timed(decoded)

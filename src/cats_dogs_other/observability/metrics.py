@@ -6,6 +6,8 @@ per pod (the Kubernetes setup in deploy/ does the latter).
 
 from __future__ import annotations
 
+from collections import deque
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -18,7 +20,7 @@ DOCUMENT_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200)
 class ServiceMetrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, accuracy_window: int = 200) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -86,6 +88,43 @@ class ServiceMetrics:
             ["name", "source", "sha256", "registry_version"],
             registry=r,
         )
+
+        self.feedback = Counter(
+            "cdo_feedback",
+            "Feedback stored, by the label people gave and the one they were shown ('unknown' if not sent).",
+            ["label", "predicted"],
+            registry=r,
+        )
+        self.feedback_verdicts = Counter(
+            "cdo_feedback_verdicts",
+            "Feedback on the served model's answers: right (label = predicted) or wrong.",
+            ["model_sha256", "verdict"],
+            registry=r,
+        )
+        self.feedback_accuracy = Gauge(
+            "cdo_feedback_accuracy",
+            "Share of 'right' among this process's last FEEDBACK_ACCURACY_WINDOW verdicts on the served "
+            "model: a live accuracy estimate (fleet-wide: the ratio of cdo_feedback_verdicts_total rates).",
+            ["model_sha256"],
+            registry=r,
+        )
+        self.feedback_unavailable = Counter(
+            "cdo_feedback_unavailable", "Feedback refused because its database was unavailable.", registry=r
+        )
+        self._verdicts: deque[bool] = deque(maxlen=accuracy_window)
+
+    def observe_feedback(
+        self, label: str, predicted: str | None, model_sha256: str | None, served: str
+    ) -> None:
+        """Count a stored correction; when it judges the served model's answer, update the estimate.
+        Hashes of other models are not label values: clients choose them, Prometheus must not."""
+        self.feedback.labels(label, predicted or "unknown").inc()
+        if predicted is None or model_sha256 != served:
+            return
+        right = predicted == label
+        self.feedback_verdicts.labels(served, "right" if right else "wrong").inc()
+        self._verdicts.append(right)
+        self.feedback_accuracy.labels(served).set(sum(self._verdicts) / len(self._verdicts))
 
     def observe_batch(self, size: int, waits: list[float]) -> None:
         self.batch_size.observe(size)

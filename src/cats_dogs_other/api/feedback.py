@@ -1,0 +1,149 @@
+"""`POST /feedback`: a person says which label an image really has; the image and label are stored as
+training data for the next model (`cats-dogs-other feedback export`).
+
+The request is read like a prediction's (same token rules with their own scope, the same admission,
+body limits, decoding and errors) and the image is decoded the same way, so nothing stored here could
+not have been classified. The database work runs in worker threads; an unreachable database is a 503
+for this route only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from cats_dogs_other.api.dependencies import Engine, FeedbackSubject, State
+from cats_dogs_other.api.multipart import read_form
+from cats_dogs_other.api.openapi import problem_responses
+from cats_dogs_other.api.schemas import FeedbackStored
+from cats_dogs_other.feedback import FeedbackRecord, FeedbackStore, FeedbackUnavailableError
+from cats_dogs_other.inference.documents import is_pdf
+from cats_dogs_other.inference.service import ImageData, InferenceService
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+TEXT_FIELDS = ("label", "predicted", "model_sha256", "page", "index")
+
+
+def feedback_store(state: State) -> FeedbackStore:
+    """The store, or 404 when this service keeps no feedback (before the token check: nothing to guard)."""
+    if state.feedback is None:
+        raise HTTPException(
+            404, "Feedback is off on this service: it is kept only when FEEDBACK_DATABASE_URL is set."
+        )
+    return state.feedback
+
+
+Store = Annotated[FeedbackStore, Depends(feedback_store)]
+router = APIRouter()
+
+_FORM = {
+    "type": "object",
+    "required": ["file", "label"],
+    "properties": {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "contentMediaType": "application/octet-stream",
+            "description": "The image (JPEG, PNG, WebP, GIF, BMP or TIFF), or the PDF that holds it.",
+        },
+        "label": {"type": "string", "description": "What the image shows: one of the model's labels."},
+        "predicted": {"type": "string", "description": "The label the person was shown, if any."},
+        "model_sha256": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$",
+            "description": "The sha256 of the model that answered (from GET /version).",
+        },
+        "page": {"type": "integer", "minimum": 0, "description": "For a PDF: the image's page."},
+        "index": {"type": "integer", "minimum": 0, "description": "For a PDF: the image's index."},
+    },
+}
+
+
+@router.post(
+    "/feedback",
+    tags=["feedback"],
+    summary="Correct (or confirm) an answer: the image and its right label become training data",
+    status_code=201,
+    response_model=FeedbackStored,
+    responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 503),
+    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM}}}},
+)
+async def feedback(
+    request: Request, store: Store, subject: FeedbackSubject, engine: Engine, state: State
+) -> FeedbackStored:
+    """Send the image as the part `file` (for an image of a PDF: the PDF, with `page` and `index` as
+    /predict numbered them) and its right `label`. The image is stored once per content (its sha256),
+    as upright RGB PNG without metadata; your label is stored with your token's `sub` and nothing else
+    of it. Labelling the same image again replaces your label. Off (404) unless the operator set
+    FEEDBACK_DATABASE_URL."""
+    files, fields = await read_form(request, "file", 1, TEXT_FIELDS)
+    labels = engine.classifier.labels
+    label = _model_label(fields.get("label"), labels, "label", required=True)
+    predicted = _model_label(fields.get("predicted"), labels, "predicted", required=False)
+    model_sha256 = fields.get("model_sha256") or None
+    if model_sha256 is not None and not SHA256_HEX.fullmatch(model_sha256):
+        raise HTTPException(422, "model_sha256 must be 64 lower-case hexadecimal digits (see GET /version).")
+    data = files[0][1]
+    sha256, image = await _image_of(engine, data, fields)
+    png, width, height = await engine.training_image(image)
+    assert label is not None
+    record = FeedbackRecord(sha256, png, width, height, label, subject, predicted, model_sha256)
+    try:
+        stored = await store.run(lambda: store.add(record))
+    except FeedbackUnavailableError:
+        state.metrics.feedback_unavailable.inc()
+        raise
+    state.metrics.observe_feedback(label, predicted, model_sha256, engine.classifier.sha256)
+    return FeedbackStored(id=stored.id, sha256=sha256, label=label, replaced=stored.replaced)
+
+
+def _model_label(value: str | None, labels: list[str], name: str, required: bool) -> str | None:
+    """The model's spelling of a label sent in any case; 422 for a label the model does not have."""
+    if not value:
+        if required:
+            raise HTTPException(422, f"Missing form part '{name}': one of {', '.join(labels)}.")
+        return None
+    for known in labels:
+        if value.strip().lower() == known.lower():
+            return known
+    shown = value if len(value) <= 40 else value[:40] + "…"
+    raise HTTPException(
+        422, f"'{shown}' is not a label of this model: {name} must be one of {', '.join(labels)}."
+    )
+
+
+def _position(fields: dict[str, str], name: str) -> int:
+    value = fields.get(name)
+    if value is None:
+        raise HTTPException(
+            422, "For an image of a PDF, send its 'page' and 'index' (as POST /predict numbered them)."
+        )
+    if not value.isdigit() or len(value) > 6:
+        raise HTTPException(422, f"'{name}' must be a whole number from 0.")
+    return int(value)
+
+
+async def _image_of(engine: InferenceService, data: bytes, fields: dict[str, str]) -> tuple[str, ImageData]:
+    """The image the feedback is about and its content hash: the file, or the PDF's image at page/index."""
+    if not is_pdf(data):
+        return hashlib.sha256(data).hexdigest(), data
+    page, index = _position(fields, "page"), _position(fields, "index")
+    document = await engine.read_document(data)
+    found = {(image.position.page, image.position.index): image for image in document.images}
+    image = found.get((page, index))
+    if image is None:
+        raise HTTPException(
+            422,
+            f"The document has no image at page {page}, index {index} "
+            f"({len(document.images)} images in {document.pages} pages).",
+        )
+    if image.duplicate_of is not None:
+        image = found[(image.duplicate_of.page, image.duplicate_of.index)]
+    if image.error is not None:
+        raise image.error
+    assert image.data is not None
+    content = image.data if isinstance(image.data, bytes) else image.data.encoded
+    return hashlib.sha256(content).hexdigest(), image.data

@@ -1,0 +1,86 @@
+"""Feedback needs its own scope (FEEDBACK_REQUIRED_SCOPE), and keeps the token's `sub` and nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from cats_dogs_other.feedback import FeedbackStore
+from cats_dogs_other.feedback.schema import labels
+from tests.auth.conftest import FakeProvider
+from tests.images import encode
+
+FEEDBACK = "post::feedback"
+
+
+def photo() -> bytes:
+    from PIL import Image
+
+    return encode(Image.new("RGB", (50, 40), (120, 80, 40)), "PNG")
+
+
+def send(client: TestClient, token: str | None, label: str = "Cat") -> object:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return client.post(
+        "/feedback", files={"file": ("p.png", photo())}, data={"label": label}, headers=headers
+    )
+
+
+def test_feedback_needs_the_feedback_scope_and_stores_only_the_subject(
+    make_auth_client: Callable[..., TestClient], provider: FakeProvider, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    client = make_auth_client(feedback_database_url=url)
+    assert client.get("/version").json()["feedback"] == {"enabled": True, "required_scope": FEEDBACK}
+
+    missing = client.post("/feedback", files={"file": ("p.png", photo())}, data={"label": "Cat"})
+    assert missing.status_code == 401
+    predict_only = send(client, provider.token())
+    assert predict_only.status_code == 403
+    assert predict_only.headers["content-type"] == "application/problem+json"
+    assert f'scope="{FEEDBACK}"' in predict_only.headers["www-authenticate"]
+    assert "lacks the scope post::feedback" in predict_only.json()["detail"]
+    no_subject = send(client, provider.token(scope=FEEDBACK, sub=None))
+    assert no_subject.status_code == 403
+
+    alice = provider.token(scope=f"openid {FEEDBACK}", sub="alice", email="alice@example.com", name="Alice")
+    first = send(client, alice, "Cat")
+    assert first.status_code == 201, first.text
+    again = send(client, alice, "Dog")
+    assert again.json()["replaced"] is True
+    assert again.json()["id"] == first.json()["id"]
+    assert send(client, provider.token(scope=FEEDBACK, sub="bob"), "Dog").status_code == 201
+    # The scopes are separate: a feedback token cannot predict.
+    upload = client.post(
+        "/upload", files={"file": ("p.png", photo())}, headers={"Authorization": f"Bearer {alice}"}
+    )
+    assert upload.status_code == 403
+
+    store = FeedbackStore(url)
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(labels)).mappings().all()
+    store.close()
+    assert sorted((row["subject"], row["label"]) for row in rows) == [("alice", "Dog"), ("bob", "Dog")]
+    stored_text = " ".join(str(value) for row in rows for value in row.values())
+    assert "alice@example.com" not in stored_text
+    assert "Alice" not in stored_text
+
+
+def test_a_custom_feedback_scope(
+    make_auth_client: Callable[..., TestClient], provider: FakeProvider, tmp_path: Path
+) -> None:
+    client = make_auth_client(
+        feedback_database_url=f"sqlite:///{tmp_path / 'f.db'}", feedback_required_scope="write:labels"
+    )
+    assert send(client, provider.token(scope=FEEDBACK)).status_code == 403
+    assert send(client, provider.token(scope="write:labels")).status_code == 201
+
+
+def test_feedback_off_is_404_before_any_token_is_asked_for(
+    make_auth_client: Callable[..., TestClient],
+) -> None:
+    response = send(make_auth_client(), None)
+    assert response.status_code == 404
