@@ -59,7 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for name, quantize in (("float32", False), ("int8 static", True)):
             out = Path(scratch) / name.replace(" ", "-")
-            card = train(TrainConfig(data_dir=args.images, out_dir=out, quantize=quantize)).card
+            card = train(TrainConfig(data_dirs=(args.images,), out_dir=out, quantize=quantize)).card
             path = out / "model.onnx"
             rows.append(
                 (

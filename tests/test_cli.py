@@ -128,3 +128,31 @@ def test_train_needs_images_or_pdfs_with_annotations(tmp_path: Path) -> None:
     done = run_cli("train", "--pdfs", str(tmp_path), "--out", str(tmp_path / "out"))
     assert done.returncode == 2
     assert "--pdfs DIR with --annotations FILE" in done.stderr
+
+
+def test_feedback_export_lists_ties_and_delete_withdraws_an_image(tmp_path: Path) -> None:
+    from cats_dogs_other.feedback import FeedbackRecord, FeedbackStore
+
+    database = f"sqlite:///{tmp_path / 'feedback.db'}"
+    store = FeedbackStore(database)
+    kept, disputed = "a" * 64, "b" * 64
+    store.add(FeedbackRecord(kept, b"png", 1, 1, "Cat", "alice"))
+    store.add(FeedbackRecord(disputed, b"png", 1, 1, "Cat", "alice"))
+    store.add(FeedbackRecord(disputed, b"png", 1, 1, "Dog", "bob"))
+    store.close()
+
+    exported = run_cli("feedback", "export", "--database", database, "--out", str(tmp_path / "out"))
+    assert exported.returncode == 0, exported.stderr
+    assert "wrote 1 images (cat 1)" in exported.stdout
+    assert f"left out (a tie: Cat 1, Dog 1): {disputed}" in exported.stdout
+
+    deleted = run_cli("feedback", "delete", disputed, "--database", database)
+    assert deleted.returncode == 0, deleted.stderr
+    assert f"deleted image {disputed} and its 2 label(s)" in deleted.stdout
+    again = run_cli("feedback", "delete", disputed, "--database", database)
+    assert again.returncode == 1
+    assert "no image" in again.stderr
+    store = FeedbackStore(database)
+    assert store.counts() == (1, 1)
+    store.close()
+    assert run_cli("feedback", "export", "--out", str(tmp_path / "x")).returncode != 0  # no database given

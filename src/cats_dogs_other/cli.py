@@ -21,7 +21,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print("error: train needs --data DIR, or --pdfs DIR with --annotations FILE", file=sys.stderr)
         return 2
     config = TrainConfig(
-        data_dir=args.data,
+        data_dirs=tuple(args.data or ()),
         pdfs_dir=args.pdfs,
         annotations=args.annotations,
         out_dir=args.out,
@@ -215,6 +215,52 @@ def _fetch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _feedback_store(args: argparse.Namespace) -> Any:
+    from cats_dogs_other.feedback import FeedbackStore
+
+    url = args.database or os.environ.get("FEEDBACK_DATABASE_URL")
+    if not url:
+        raise SystemExit("error: give --database URL (or set FEEDBACK_DATABASE_URL)")
+    return FeedbackStore(url)
+
+
+def _feedback_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from cats_dogs_other.feedback import FeedbackUnavailableError, export_dataset
+
+    store = _feedback_store(args)
+    try:
+        report = export_dataset(store, args.out)
+    except FeedbackUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    counts = ", ".join(f"{label} {count}" for label, count in sorted(report.per_label.items())) or "none"
+    print(f"wrote {report.images} images ({counts}) and {args.out / 'annotations.json'}")
+    for sha256, votes in report.ties.items():
+        shown = ", ".join(f"{label} {count}" for label, count in sorted(votes.items()))
+        print(f"left out (a tie: {shown}): {sha256}")
+    return 0
+
+
+def _feedback_delete(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from cats_dogs_other.feedback import FeedbackUnavailableError
+
+    store = _feedback_store(args)
+    try:
+        removed = store.delete(args.sha256.lower())
+    except FeedbackUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if removed < 0:
+        print(f"error: no image {args.sha256} in the feedback database", file=sys.stderr)
+        return 1
+    print(f"deleted image {args.sha256} and its {removed} label(s)")
+    return 0
+
+
 SETTING_PREFIX = "setting:"
 # Flags kept from before the flags were generated: the course's and README's spelling.
 FLAG_ALIASES = {"model_uri": ["--model"]}
@@ -279,7 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", help="train a model on a folder of labelled images, or on labelled PDFs"
     )
-    train.add_argument("--data", type=Path, help="folder with cat/, dog/ and other/ sub-folders")
+    train.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        help="folder with cat/, dog/ and other/ sub-folders (or a dataset root with images/ holding "
+        "them, as `feedback export` writes); repeat it to train on several (the card names each one)",
+    )
     train.add_argument("--pdfs", type=Path, help="folder of the course's PDF documents (with --annotations)")
     train.add_argument(
         "--annotations", type=Path, help="the labelling tool's export naming {document}_page{p}_index{i}.png"
@@ -331,6 +383,25 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--out", type=Path, required=True, help="where to write model.onnx and model.json")
     fetch.set_defaults(handler=_fetch)
 
+    feedback = commands.add_parser("feedback", help="export or delete the corrections people sent")
+    actions = feedback.add_subparsers(dest="action", required=True, metavar="ACTION")
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--database", metavar="URL", help="the feedback database (default: FEEDBACK_DATABASE_URL)"
+    )
+    export = actions.add_parser(
+        "export",
+        parents=[database],
+        help="write the feedback as a dataset: images/<label>/<sha256>.png and annotations.json",
+    )
+    export.add_argument("--out", type=Path, required=True, help="the dataset folder to write")
+    export.set_defaults(handler=_feedback_export)
+    delete = actions.add_parser(
+        "delete", parents=[database], help="remove an image and all its labels (a withdrawal)"
+    )
+    delete.add_argument("sha256", metavar="SHA256", help="the image's sha256, as POST /feedback answered")
+    delete.set_defaults(handler=_feedback_delete)
+
     serve = commands.add_parser(
         "serve",
         help="start the HTTP service (settings also from the environment)",
@@ -346,7 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.log_level_given = any(a == "--log-level" or a.startswith("--log-level=") for a in argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    for chatty in ("onnxscript", "onnx_ir", "torch"):  # the ONNX exporter narrates every pass at INFO
+    # The ONNX exporter narrates every pass at INFO, Alembic every plugin it loads.
+    for chatty in ("onnxscript", "onnx_ir", "torch", "alembic"):
         logging.getLogger(chatty).setLevel(logging.ERROR)
     from pydantic import ValidationError
 

@@ -31,7 +31,7 @@ def small_dataset(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 def trained(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     out = tmp_path_factory.mktemp("model")
     return train(
-        TrainConfig(data_dir=small_dataset, out_dir=out, folds=3, command="cats-dogs-other train ...")
+        TrainConfig(data_dirs=(small_dataset,), out_dir=out, folds=3, command="cats-dogs-other train ...")
     )
 
 
@@ -85,7 +85,7 @@ def test_folds_never_split_a_pdf(dataset_dir: Path) -> None:
 @pytest.mark.slow
 def test_full_training_reaches_97_percent_on_pdf_level_validation(dataset_dir: Path, tmp_path: Path) -> None:
     # The shipped configuration: int8 backbone, head fitted and validated on its features.
-    result = train(TrainConfig(data_dir=dataset_dir, out_dir=tmp_path, quantize=True))
+    result = train(TrainConfig(data_dirs=(dataset_dir,), out_dir=tmp_path, quantize=True))
     assert result.card.metrics["validation"]["accuracy"] >= 0.97
     assert "int8" in result.card.training["quantization"]
 
@@ -93,7 +93,7 @@ def test_full_training_reaches_97_percent_on_pdf_level_validation(dataset_dir: P
 def test_quantized_model_is_smaller_and_agrees_with_float(
     trained: TrainResult, small_dataset: Path, tmp_path: Path, labelled_files: list[tuple[str, Path]]
 ) -> None:
-    quantized = train(TrainConfig(data_dir=small_dataset, out_dir=tmp_path, folds=3, quantize=True))
+    quantized = train(TrainConfig(data_dirs=(small_dataset,), out_dir=tmp_path, folds=3, quantize=True))
     assert quantized.model_path.stat().st_size < trained.model_path.stat().st_size / 3
     images = [path.read_bytes() for _, path in labelled_files[::6]]
     as_float = ImageClassifier.load(trained.model_path).predict(images)
@@ -118,9 +118,9 @@ def test_training_from_the_course_pdfs_matches_training_from_its_images(
 ) -> None:
     from tests.conftest import ANNOTATIONS_FILE, PDFS_DIR
 
-    from_images = train(TrainConfig(data_dir=dataset_dir, out_dir=tmp_path / "images"))
+    from_images = train(TrainConfig(data_dirs=(dataset_dir,), out_dir=tmp_path / "images"))
     from_pdfs = train(
-        TrainConfig(data_dir=None, pdfs_dir=PDFS_DIR, annotations=ANNOTATIONS_FILE, out_dir=tmp_path / "pdfs")
+        TrainConfig(data_dirs=(), pdfs_dir=PDFS_DIR, annotations=ANNOTATIONS_FILE, out_dir=tmp_path / "pdfs")
     )
     pdf_validation = from_pdfs.card.metrics["validation"]
     assert pdf_validation["images"] == 139  # every annotated image, the repeated last pages left out

@@ -31,11 +31,23 @@ class LabelledImage:
         return stem.split("_page", 1)[0] if "_page" in stem else stem
 
 
-def find_images(data_dir: Path, labels: list[str]) -> list[LabelledImage]:
-    """Images under `data_dir/<label lower-case>/`, in a stable order."""
+def images_root(data_dir: Path, labels: list[str]) -> Path:
+    """The folder holding the class folders: `data_dir`, or its `images/` (a dataset's root, as the
+    course's dataset and `feedback export` lay it out, beside `annotations.json`)."""
+    nested = data_dir / "images"
+    if nested.is_dir() and not any((data_dir / label.lower()).is_dir() for label in labels):
+        return nested
+    return data_dir
+
+
+def find_images(data_dir: Path, labels: list[str], every_label: bool = True) -> list[LabelledImage]:
+    """Images under `data_dir/<label lower-case>/`, in a stable order. Without `every_label`, a class
+    may have no folder (a feedback export holds only the labels people gave)."""
     items: list[LabelledImage] = []
     for index, label in enumerate(labels):
         folder = data_dir / label.lower()
+        if not folder.is_dir() and not every_label:
+            continue
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"{data_dir} has no folder {label.lower()}/ (expected one per class: "

@@ -11,9 +11,10 @@ import logging
 import platform
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -33,6 +34,7 @@ from cats_dogs_other.training.dataset import (
     find_document_images,
     find_images,
     group_folds,
+    images_root,
 )
 from cats_dogs_other.training.efficientnet_lite import FEATURE_DIM, load_pretrained_lite0
 from cats_dogs_other.training.export import (
@@ -53,10 +55,10 @@ INPUT_STD = 128.0
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """`data_dir` (a folder of labelled images), or `pdfs_dir` with `annotations` (the course's PDFs and
-    its labelling export)."""
+    """`data_dirs` (folders of labelled images: the course's, feedback exports), or `pdfs_dir` with
+    `annotations` (the course's PDFs and its labelling export)."""
 
-    data_dir: Path | None
+    data_dirs: tuple[Path, ...]
     out_dir: Path
     pdfs_dir: Path | None = None
     annotations: Path | None = None
@@ -94,16 +96,30 @@ def _decoded(data: bytes | PdfRaster) -> Image.Image:
     return data.decode() if isinstance(data, PdfRaster) else decode_image(data)
 
 
-def labelled_items(config: TrainConfig, labels: list[str]) -> tuple[list[LabelledImage], dict[str, str]]:
+def labelled_items(config: TrainConfig, labels: list[str]) -> tuple[list[LabelledImage], dict[str, Any]]:
     """The training images and how the model card names where they came from."""
     if config.pdfs_dir is not None and config.annotations is not None:
         limits = Settings().document_limits()
         items = find_document_images(config.pdfs_dir, config.annotations, labels, limits)
         source = {"source": "pdfs", "pdfs_dir": str(config.pdfs_dir), "annotations": str(config.annotations)}
         return items, source
-    if config.data_dir is None:
+    if not config.data_dirs:
         raise ValueError("train needs a folder of labelled images, or PDFs with their annotations")
-    return find_images(config.data_dir, labels), {"source": "images", "data_dir": str(config.data_dir)}
+    if len(config.data_dirs) == 1:
+        (folder,) = config.data_dirs
+        items = find_images(images_root(folder, labels), labels)
+        dataset = {"data_dir": str(folder), "images": len(items), "data_sha256": dataset_sha256(items)}
+        return items, {"source": "images", "data_dir": str(folder), "datasets": [dataset]}
+    items, datasets = [], []
+    for number, folder in enumerate(config.data_dirs):
+        found = find_images(images_root(folder, labels), labels, every_label=False)
+        datasets.append({"data_dir": str(folder), "images": len(found), "data_sha256": dataset_sha256(found)})
+        # Sources stay unique across folders; the group (the source document) is unchanged.
+        items.extend(replace(item, source=f"{number}/{item.source}") for item in found)
+    missing = sorted({lb for lb in labels} - {labels[item.label_index] for item in items})
+    if missing:
+        raise FileNotFoundError(f"No images of {', '.join(missing)} in any of the --data folders")
+    return items, {"source": "images", "datasets": datasets}
 
 
 def onnx_features(graph: Path, pixels: np.ndarray, batch_size: int = 32) -> torch.Tensor:
