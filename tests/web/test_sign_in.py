@@ -12,13 +12,15 @@ import httpx
 import jwt
 import pytest
 from playwright.sync_api import Page
+from sqlalchemy import select
 
 from cats_dogs_other.api import create_app
+from cats_dogs_other.feedback import FeedbackStore
+from cats_dogs_other.feedback.schema import labels
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.settings import Settings
-from tests.api.conftest import free_port
 from tests.oidc_provider import AUDIENCE, oidc_provider, provider_issuer
-from tests.servers import ready_server
+from tests.servers import free_port, ready_server
 from tests.web.conftest import BrowserTab
 
 
@@ -28,12 +30,16 @@ class SignInSetup:
     page: str  # the service whose page uses the client that may get the API's scope
     page_without_scope: str  # ... the client the API's scope is never granted to
     page_without_client: str  # ... no OAUTH2_CLIENT_ID at all
+    feedback_database: str  # the first service keeps feedback here
 
 
 @pytest.fixture(scope="module")
-def sign_in_setup(classifier: ImageClassifier) -> Iterator[SignInSetup]:
+def sign_in_setup(
+    classifier: ImageClassifier, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SignInSetup]:
     port = free_port()
     issuer = provider_issuer(port)
+    feedback_database = f"sqlite:///{tmp_path_factory.mktemp('sign-in') / 'feedback.db'}"
 
     def settings(client_id: str | None) -> Settings:
         return Settings(
@@ -41,6 +47,7 @@ def sign_in_setup(classifier: ImageClassifier) -> Iterator[SignInSetup]:
             oauth2_audience=AUDIENCE,
             oauth2_client_id=client_id,
             oauth2_audience_parameter="resource",  # what node-oidc-provider understands (RFC 8707)
+            feedback_database_url=feedback_database if client_id == "web-page" else None,  # type: ignore[arg-type]
         )
 
     with ExitStack() as stack:
@@ -49,7 +56,7 @@ def sign_in_setup(classifier: ImageClassifier) -> Iterator[SignInSetup]:
             for client_id in ("web-page", "web-page-no-scope", None)
         )
         stack.enter_context(oidc_provider(port, page_urls=(f"{page}/", f"{no_scope}/")))
-        yield SignInSetup(issuer, page, no_scope, no_client)
+        yield SignInSetup(issuer, page, no_scope, no_client, feedback_database)
 
 
 def sign_in(tab: BrowserTab, base_url: str, issuer: str, user: str = "alice") -> Page:
@@ -115,6 +122,27 @@ def test_a_person_signs_in_at_the_provider_and_gets_the_answer(
     stored = page.evaluate("JSON.stringify([{...localStorage}, {...sessionStorage}, document.cookie])")
     assert token not in stored
     assert all(token not in cookie["value"] for cookie in page.context.cookies())
+
+
+def test_a_signed_in_person_corrects_an_answer_under_their_own_name(
+    tab: BrowserTab, sign_in_setup: SignInSetup, sample_files: dict[str, Path]
+) -> None:
+    page = sign_in(tab, sign_in_setup.page, sign_in_setup.issuer, user="carol")
+    token = bearer_of_next_prediction(page, [sample_files["Dog"]])
+    assert "post::feedback" in jwt.decode(token, options={"verify_signature": False})["scope"].split()
+    card = page.locator("article.result")
+    card.wait_for()
+    with page.expect_request("**/feedback") as sent:
+        card.get_by_role("button", name="Wrong…").click()
+        card.locator(".choices").get_by_role("button", name="Other").click()
+    assert sent.value.headers.get("authorization") == f"Bearer {token}"
+    card.locator('.feedback[data-sent="Other"]').wait_for()
+
+    store = FeedbackStore(sign_in_setup.feedback_database)
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(labels.c.subject, labels.c.label)).all()
+    store.close()
+    assert [tuple(row) for row in rows] == [("carol", "Other")]
 
 
 def test_a_token_without_the_scope_is_explained_as_access_denied(

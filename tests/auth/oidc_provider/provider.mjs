@@ -16,7 +16,7 @@ const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'e2e-rsa', al
 
 const provider = new Provider(issuer, {
   jwks: { keys: [signingKey] },
-  scopes: ['openid', 'get::prediction', 'other::thing'],
+  scopes: ['openid', 'get::prediction', 'post::feedback', 'other::thing'],
   clients: [
     ...(pageUrls.length ? pageClients(pageUrls) : []),
     {
@@ -47,7 +47,8 @@ const provider = new Provider(issuer, {
         if (resourceIndicator !== audience) throw new Error(`unknown resource ${resourceIndicator}`);
         return {
           // The second page client stands for an account the API's scope was never granted to.
-          scope: client.clientId === 'web-page-no-scope' ? 'other::thing' : 'get::prediction other::thing',
+          scope:
+            client.clientId === 'web-page-no-scope' ? 'other::thing' : 'get::prediction post::feedback other::thing',
           audience,
           accessTokenTTL: 300,
           accessTokenFormat: 'jwt',
@@ -68,7 +69,7 @@ function pageClients(redirects) {
     response_types: ['code'],
     redirect_uris: redirects,
     post_logout_redirect_uris: redirects,
-    scope: 'openid get::prediction other::thing',
+    scope: 'openid get::prediction post::feedback other::thing',
   }));
 }
 

@@ -1,4 +1,4 @@
-// The page: a client of the service's own JSON API (GET version, POST predict), nothing more.
+// The page: a client of the service's own JSON API (GET version, POST predict, POST feedback), nothing more.
 // Every URL is relative, so the page works behind a reverse proxy's path prefix too.
 import { Session } from "./auth.js";
 
@@ -18,7 +18,8 @@ const ui = {
   results: $("results"),
 };
 
-let model = null; // /version's `model`: name, labels, outputs_are_probabilities, …
+let model = null; // /version's `model`: name, labels, outputs_are_probabilities, sha256, …
+let feedback = { enabled: false }; // /version's `feedback`: enabled, required_scope
 let session = null;
 let busy = false;
 
@@ -115,14 +116,88 @@ function imageCard(answer, file) {
     "article",
     { class: "card result", "data-file": name, "data-label": answer.prediction },
     thumbnail(src, `${name}: ${answer.prediction}`),
-    el("div", { class: "details" }, el("h3", { text: name }), ...answerBlock(answer)),
+    el("div", { class: "details" }, el("h3", { text: name }), ...answerBlock(answer), feedbackControls(file, answer.prediction)),
   );
+}
+
+// "Right" / "Wrong → the right label" under an answer, when the service keeps feedback: the file (and,
+// for a PDF, the image's page and index) goes to POST feedback with the label the person picked.
+// Picking again replaces that person's label; the buttons show the one last saved.
+function feedbackControls(file, prediction, where = null) {
+  if (!feedback.enabled || !file) return null;
+  const status = el("p", { class: "feedback-status", "aria-live": "polite" });
+  const right = el("button", { type: "button", class: "verdict", text: "Right", "aria-pressed": "false" });
+  const wrong = el("button", { type: "button", class: "verdict", text: "Wrong…", "aria-expanded": "false" });
+  const others = model.labels.filter((label) => label !== prediction);
+  const choices = el(
+    "div",
+    { class: "choices", hidden: true, role: "group", "aria-label": "The right label" },
+    el("span", { class: "muted", text: "It is:" }),
+    ...others.map((label) => el("button", { type: "button", class: "choice", "data-label": label, text: label, "aria-pressed": "false" })),
+  );
+  const box = el(
+    "div",
+    { class: "feedback", role: "group", "aria-label": "Is this answer right?" },
+    el("span", { class: "muted", text: "Is this right?" }),
+    right,
+    wrong,
+    choices,
+    status,
+  );
+  const buttons = () => box.querySelectorAll("button");
+  async function send(label, pressed) {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    form.append("label", label);
+    form.append("predicted", prediction);
+    if (model.sha256) form.append("model_sha256", model.sha256);
+    if (where) {
+      form.append("page", String(where.page));
+      form.append("index", String(where.index));
+    }
+    buttons().forEach((button) => (button.disabled = true));
+    status.className = "feedback-status";
+    status.textContent = "Saving…";
+    try {
+      let response;
+      try {
+        response = await fetch("feedback", { method: "POST", body: form, headers: session.authorization() });
+      } catch {
+        status.className = "feedback-status error";
+        status.textContent = "Not saved: the service could not be reached.";
+        return;
+      }
+      if (!response.ok) {
+        const message = await explain(response, feedback.required_scope);
+        status.className = "feedback-status error";
+        status.textContent = message ? `Not saved: ${message}` : "";
+        return;
+      }
+      box.querySelectorAll("[aria-pressed]").forEach((button) => button.setAttribute("aria-pressed", "false"));
+      pressed.setAttribute("aria-pressed", "true");
+      box.dataset.sent = label;
+      status.textContent = label === prediction ? "Thanks: confirmed." : `Thanks: saved as ${label}.`;
+    } finally {
+      buttons().forEach((button) => (button.disabled = false));
+    }
+  }
+  right.addEventListener("click", () => send(prediction, right));
+  wrong.addEventListener("click", () => {
+    choices.hidden = !choices.hidden;
+    wrong.setAttribute("aria-expanded", String(!choices.hidden));
+    if (!choices.hidden) choices.querySelector("button")?.focus();
+  });
+  choices.addEventListener("click", (event) => {
+    const button = event.target.closest("button");
+    if (button) send(button.dataset.label, button);
+  });
+  return box;
 }
 
 const position = (image) => `page ${image.page + 1}, image ${image.index + 1}`;
 
 // A PDF: one tile per distinct image in page order; a repeated image is noted on its first tile.
-function documentCard(answer) {
+function documentCard(answer, file) {
   const name = answer.filename || "document.pdf";
   const copies = new Map();
   for (const image of answer.images) {
@@ -161,6 +236,7 @@ function documentCard(answer) {
         el("p", { class: "where", text: where[0].toUpperCase() + where.slice(1) }),
         ...answerBlock(image),
         repeated,
+        feedbackControls(file, image.prediction, image),
       ),
     );
   }
@@ -185,8 +261,9 @@ async function readProblem(response) {
   return { status: response.status, detail: `The service answered ${response.status} ${response.statusText}.` };
 }
 
-// What the API refused, in its own words, with what a person can do about it.
-async function explain(response) {
+// What the API refused, in its own words, with what a person can do about it (`scope`: the one the
+// refused call needs).
+async function explain(response, scope = session.auth.required_scope) {
   const problem = await readProblem(response);
   const detail = problemText(problem);
   if (response.status === 401 && session.required) {
@@ -194,7 +271,7 @@ async function explain(response) {
     return null;
   }
   if (response.status === 403) {
-    return `Access denied: ${detail} Ask whoever runs your sign-in to grant your account the scope “${session.auth.required_scope}”.`;
+    return `Access denied: ${detail} Ask whoever runs your sign-in to grant your account the scope “${scope}”.`;
   }
   const retry = response.headers.get("retry-after");
   const later = response.status === 503 && retry ? ` Try again in ${retry} second${retry === "1" ? "" : "s"}.` : "";
@@ -223,7 +300,9 @@ async function classify(files) {
     }
     const answers = await response.json();
     ui.results.replaceChildren(
-      ...answers.map((answer, index) => (answer.images ? documentCard(answer) : imageCard(answer, files[index]))),
+      ...answers.map((answer, index) =>
+        answer.images ? documentCard(answer, files[index]) : imageCard(answer, files[index]),
+      ),
     );
     const failed = answers.filter((answer) => answer.error).length;
     ui.status.textContent = "";
@@ -281,8 +360,10 @@ async function start() {
     return;
   }
   model = info.model;
+  feedback = info.feedback || { enabled: false };
   describeModel(info);
-  session = new Session(info.auth, pageUrl);
+  const feedbackScope = feedback.enabled && feedback.required_scope ? [feedback.required_scope] : [];
+  session = new Session(info.auth, pageUrl, feedbackScope);
   session.onChange = (message) => {
     refreshControls();
     if (message) notify(message);

@@ -6,9 +6,10 @@
 const { UserManager, WebStorageStateStore, InMemoryWebStorage } = globalThis.oidc;
 
 // What the page is told by GET /version (`auth`): nothing in it is secret.
-// { mode, issuer, audience, required_scope, client_id, audience_parameter }
+// { mode, issuer, audience, required_scope, client_id, audience_parameter }; `extraScopes`: what else the
+// page asks for (post::feedback when the service keeps feedback).
 export class Session {
-  constructor(auth, pageUrl) {
+  constructor(auth, pageUrl, extraScopes = []) {
     this.auth = auth;
     this.pageUrl = pageUrl;
     this.user = null;
@@ -25,7 +26,7 @@ export class Session {
       redirect_uri: pageUrl,
       post_logout_redirect_uri: pageUrl,
       response_type: "code",
-      scope: `openid ${auth.required_scope}`,
+      scope: ["openid", auth.required_scope, ...extraScopes].join(" "),
       extraQueryParams: audience,
       // RFC 8707 names the resource again when the code is exchanged; Auth0's `audience` is not repeated.
       extraTokenParams: auth.audience_parameter === "resource" ? audience : {},
