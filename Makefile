@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test serve lint train benchmark lock vendor browser clean
+.PHONY: install test serve lint train benchmark lock vendor browser postgres clean
 
 install: $(STAMP)
 
@@ -31,14 +31,23 @@ $(STAMP): pyproject.toml $(OIDC_PROVIDER)/package-lock.json $(BRUNO)/package-loc
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 
-test: install browser
+# The feedback tests start a real PostgreSQL server (as an unprivileged user, in a temporary folder):
+# Debian's server binaries, installed here when missing. The cluster apt may create is not used.
+postgres:
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql)
+
+test: install browser postgres
 	$(BIN)/ruff check src tests benchmarks boot.py
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
 	$(BIN)/pytest
 
+# The local demo: no tokens, and feedback kept in a SQLite file under .data/ (git-ignored), so that the
+# page's "Right" / "Wrong" buttons work and `cats-dogs-other feedback export` has something to export.
+FEEDBACK_DB ?= sqlite:///$(CURDIR)/.data/feedback.db
 serve: install
-	$(BIN)/cats-dogs-other serve --no-auth
+	$(BIN)/cats-dogs-other serve --no-auth --feedback-database-url $(FEEDBACK_DB)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks boot.py

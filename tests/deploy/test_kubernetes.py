@@ -55,6 +55,18 @@ def test_deployment_probes_and_hardening() -> None:
     assert pod["terminationGracePeriodSeconds"] > drain
 
 
+def test_feedback_database_comes_from_an_optional_secret() -> None:
+    """Replicas share one PostgreSQL database for feedback; its URL (with a password) is never in the
+    ConfigMap, and a cluster without the Secret still starts (feedback off)."""
+    (container,) = manifests()["deployment.yaml"]["spec"]["template"]["spec"]["containers"]
+    (variable,) = [v for v in container["env"] if v["name"] == "FEEDBACK_DATABASE_URL"]
+    reference = variable["valueFrom"]["secretKeyRef"]
+    assert reference["optional"] is True
+    assert reference["name"] != "cats-dogs-other"  # its own Secret, not mixed with other settings
+    assert "feedback_database_url" in Settings.model_fields
+    assert "FEEDBACK_DATABASE_URL" not in manifests()["configmap.yaml"]["data"]
+
+
 def test_hpa_and_pdb_target_the_deployment() -> None:
     found = manifests()
     assert found["hpa.yaml"]["spec"]["scaleTargetRef"]["name"] == found["deployment.yaml"]["metadata"]["name"]
