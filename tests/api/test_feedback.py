@@ -66,6 +66,16 @@ def test_feedback_is_off_without_a_database(serve: Serve, sample_files: dict[str
         }
 
 
+def test_without_authentication_nobody_can_withdraw_a_label(serve: Serve, tmp_path: Path) -> None:
+    """Anonymous feedback belongs to nobody: withdrawing is the operator's (`feedback delete`)."""
+    cat = encode(Image.new("RGB", (64, 48), (90, 60, 30)), "PNG")
+    with serve(feedback_database_url=f"sqlite:///{tmp_path / 'feedback.db'}") as base_url:
+        sha256 = send(base_url, cat, "Cat").json()["sha256"]
+        refused = httpx.delete(f"{base_url}/feedback/{sha256}")
+    assert refused.status_code == 403
+    assert "feedback delete" in refused.json()["detail"]
+
+
 def test_a_photo_is_stored_upright_small_and_without_metadata_with_its_label(
     serve: Serve, feedback_database: str
 ) -> None:

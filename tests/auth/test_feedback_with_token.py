@@ -84,3 +84,28 @@ def test_feedback_off_is_404_before_any_token_is_asked_for(
 ) -> None:
     response = send(make_auth_client(), None)
     assert response.status_code == 404
+
+
+def test_a_person_withdraws_what_they_sent_and_only_that(
+    make_auth_client: Callable[..., TestClient], provider: FakeProvider, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    client = make_auth_client(feedback_database_url=url)
+    alice, bob = (provider.token(scope=FEEDBACK, sub=name) for name in ("alice", "bob"))
+    sha256 = send(client, alice, "Cat").json()["sha256"]
+    send(client, bob, "Dog")
+
+    def withdraw(token: str | None, target: str = sha256) -> int:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return client.delete(f"/feedback/{target}", headers=headers).status_code
+
+    assert withdraw(None) == 401
+    assert withdraw(provider.token()) == 403  # the prediction scope is not enough
+    assert withdraw(alice, "not-a-hash") == 422
+    assert withdraw(alice) == 204
+    assert withdraw(alice) == 404  # already withdrawn
+    store = FeedbackStore(url)
+    assert store.counts() == (1, 1)  # bob's label and the image stay
+    assert withdraw(bob) == 204
+    assert store.counts() == (0, 0)  # the image went with the last label
+    store.close()

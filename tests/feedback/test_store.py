@@ -150,3 +150,16 @@ def test_an_unreachable_database_is_feedback_unavailable_without_its_password(tm
 def test_unsupported_urls_are_configuration_errors(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         FeedbackStore(url)
+
+
+def test_a_person_withdraws_their_label_and_the_image_goes_with_the_last_one(store: FeedbackStore) -> None:
+    sha256 = hashlib.sha256(b"shared").hexdigest()
+    store.add(record(b"shared", "Cat", "alice"))
+    store.add(record(b"shared", "Dog", "bob"))
+
+    assert store.withdraw(sha256, "alice")
+    assert store.counts() == (1, 1)  # bob's label, and the image, stay
+    assert not store.withdraw(sha256, "alice")
+    assert store.withdraw(sha256, "bob")
+    assert store.counts() == (0, 0)
+    assert store.image_png(sha256) is None

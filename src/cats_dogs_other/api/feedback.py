@@ -13,7 +13,7 @@ import hashlib
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from cats_dogs_other.api.dependencies import Engine, FeedbackSubject, State
 from cats_dogs_other.api.multipart import read_form
@@ -98,6 +98,30 @@ async def feedback(
         raise
     state.metrics.observe_feedback(label, predicted, model_sha256, engine.classifier.sha256)
     return FeedbackStored(id=stored.id, sha256=sha256, label=label, replaced=stored.replaced)
+
+
+@router.delete(
+    "/feedback/{sha256}",
+    tags=["feedback"],
+    summary="Withdraw your label of an image (and the image, once nobody's label is left on it)",
+    status_code=204,
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+async def withdraw_feedback(sha256: str, store: Store, subject: FeedbackSubject) -> Response:
+    """The person the token names withdraws what they sent about the image `sha256` (as POST /feedback
+    answered it). Other people's labels stay; the image goes with the last one. Needs authentication:
+    without it there is no person to withdraw for (the operator runs `cats-dogs-other feedback delete`)."""
+    if not SHA256_HEX.fullmatch(sha256):
+        raise HTTPException(422, "The image's sha256 is 64 lower-case hexadecimal digits.")
+    if subject is None:
+        raise HTTPException(
+            403,
+            "Authentication is off: feedback is anonymous, so nobody's label can be told apart. "
+            "The operator can delete an image with `cats-dogs-other feedback delete SHA256`.",
+        )
+    if not await store.run(lambda: store.withdraw(sha256, subject)):
+        raise HTTPException(404, "You have no label on this image (already withdrawn, or never sent).")
+    return Response(status_code=204)
 
 
 def _model_label(value: str | None, labels: list[str], name: str, required: bool) -> str | None:

@@ -204,6 +204,21 @@ class FeedbackStore:
             found = connection.execute(delete(images).where(images.c.sha256 == sha256)).rowcount
         return removed if found else -1
 
+    def withdraw(self, sha256: str, subject: str) -> bool:
+        """Remove this person's label of an image, and the image once nobody's label is left on it;
+        False when they had none."""
+        self.migrate()
+        with _unavailable_on_error("delete"), self.engine.begin() as connection:
+            mine = (labels.c.image_sha256 == sha256) & (labels.c.subject == subject)
+            if not connection.execute(delete(labels).where(mine)).rowcount:
+                return False
+            left = connection.execute(
+                select(func.count()).select_from(labels).where(labels.c.image_sha256 == sha256)
+            ).scalar_one()
+            if not left:
+                connection.execute(delete(images).where(images.c.sha256 == sha256))
+        return True
+
     # --- reads ----------------------------------------------------------------------------------------
 
     def labelled_images(self) -> list[ImageLabels]:
