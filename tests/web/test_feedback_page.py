@@ -66,6 +66,9 @@ def test_people_confirm_or_correct_each_answer_and_it_is_stored(
     )
     assert dog.locator(".feedback-status").inner_text() == "Thanks: confirmed."
     tab.shoot("feedback")
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    tab.shoot("feedback-phone")
 
     assert stored_labels(store) == {
         sha256_of(sample_files["Cat"]): ["Other"],
@@ -112,6 +115,7 @@ def test_a_refusal_is_shown_under_the_answer(
         assert status.inner_text().startswith("Not saved: The feedback database cannot be reached")
         assert "Try again in 30 seconds." in status.inner_text()
         assert card.get_by_role("button", name="Right").is_enabled()  # to try again
+        tab.shoot("feedback-error")
 
 
 def test_without_a_feedback_database_there_are_no_feedback_buttons(

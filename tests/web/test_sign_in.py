@@ -137,6 +137,7 @@ def test_a_signed_in_person_corrects_an_answer_under_their_own_name(
         card.locator(".choices").get_by_role("button", name="Other").click()
     assert sent.value.headers.get("authorization") == f"Bearer {token}"
     card.locator('.feedback[data-sent="Other"]').wait_for()
+    tab.shoot("signed-in-feedback")
 
     store = FeedbackStore(sign_in_setup.feedback_database)
     with store.engine.connect() as connection:

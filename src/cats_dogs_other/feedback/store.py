@@ -42,6 +42,9 @@ CONNECT_TIMEOUT_SECONDS = 5
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 
+UNAVAILABLE = "The feedback database cannot be reached."  # for people; the log names the operation
+
+
 class FeedbackUnavailableError(RuntimeError):
     """The database cannot be reached or written right now; the message is safe to show (no URL)."""
 
@@ -285,7 +288,7 @@ def _unavailable_on_error(action: str) -> Iterator[None]:
             raise
         cause = exc.orig if isinstance(exc, DBAPIError) else exc
         log.warning("feedback database unavailable (%s): %s", action, type(cause).__name__)
-        raise FeedbackUnavailableError(f"The feedback database cannot be reached ({action}).") from None
+        raise FeedbackUnavailableError(UNAVAILABLE) from None
     except OSError as exc:  # SQLite's folder or lock file
         log.warning("feedback database unavailable (%s): %s", action, type(exc).__name__)
-        raise FeedbackUnavailableError(f"The feedback database cannot be reached ({action}).") from None
+        raise FeedbackUnavailableError(UNAVAILABLE) from None
