@@ -1,12 +1,22 @@
 # The two commands users need: `make serve` and `make test`. Both set everything up first.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.runtime-installed
 
-.PHONY: install test serve lint train benchmark lock vendor browser postgres clean
+.PHONY: install runtime test serve lint train benchmark lock vendor browser postgres prometheus dashboard clean
 
 install: $(STAMP)
+
+# What `make serve` needs and nothing more: the package and its runtime dependencies (`pip install -e .`:
+# ONNX Runtime, FastAPI, ...), no PyTorch, Keras, MLflow, test tools or npm packages. A venv that
+# `make install` already filled has all of it.
+runtime: $(RUNTIME_STAMP)
+$(RUNTIME_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $(RUNTIME_STAMP)
 
 OIDC_PROVIDER := tests/auth/oidc_provider
 BRUNO := bruno
@@ -46,7 +56,7 @@ test: install browser postgres
 # The local demo: no tokens, and feedback kept in a SQLite file under .data/ (git-ignored), so that the
 # page's "Right" / "Wrong" buttons work and `cats-dogs-other feedback export` has something to export.
 FEEDBACK_DB ?= sqlite:///$(CURDIR)/.data/feedback.db
-serve: install
+serve: runtime
 	$(BIN)/cats-dogs-other serve --no-auth --feedback-database-url $(FEEDBACK_DB)
 
 lint: install

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -66,7 +67,17 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
 class ServeProcess:
     """`cats-dogs-other serve` (or another command) as a real process; its stderr is kept for log checks."""
 
-    def __init__(self, command: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        *,
+        ready_timeout: float = 60,
+        process_group: bool = False,
+    ) -> None:
+        self.ready_timeout = ready_timeout
+        self.process_group = process_group  # signal the whole group (a `make` and the server it runs)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -76,9 +87,15 @@ class ServeProcess:
 
     def start(self) -> ServeProcess:
         self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=self.process_group,
+        )
         with httpx.Client(base_url=self.base_url, timeout=5) as client:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + self.ready_timeout
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
@@ -92,13 +109,20 @@ class ServeProcess:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            self._signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self._signal(signal.SIGKILL)
                 self.process.wait()
         self.log.close()
+
+    def _signal(self, number: signal.Signals) -> None:
+        assert self.process is not None
+        if self.process_group:
+            os.killpg(self.process.pid, number)
+        else:
+            self.process.send_signal(number)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
