@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(4, ge=1, le=256, description="Most images in one model call.")
     batch_max_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait for a batch to fill.")
     queue_max: int = Field(128, ge=1, description="Prediction requests in progress before new ones get 503.")
+    unsure_below: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="An answer whose top value is under this counts as unsure (cdo_predictions_unsure).",
+    )
     workers: int = Field(1, ge=1, le=64, description="Server processes (each loads its own model).")
     inference_threads: int | None = Field(
         None, ge=1, description="ONNX Runtime threads per process; default: usable cores / workers."

@@ -12,7 +12,7 @@ from cats_dogs_other.feedback import FeedbackStore
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.inference.service import BatchingConfig, InferenceService
 from cats_dogs_other.models.source import ModelSource
-from cats_dogs_other.observability.metrics import ServiceMetrics
+from cats_dogs_other.observability.metrics import ModelExpectations, ServiceMetrics
 from cats_dogs_other.settings import Settings
 
 
@@ -61,6 +61,15 @@ class ServedModel:
         metrics.model_info.labels(
             classifier.name, source.display_uri, classifier.sha256, source.details.get("version", "")
         ).set(1)
+        metrics.serve_model(
+            ModelExpectations(
+                sha256=classifier.sha256,
+                labels=classifier.labels,
+                training_share=classifier.card.training_mix(),
+                validation_accuracy=classifier.card.validation_accuracy(),
+                unsure_below=settings.unsure_below,
+            )
+        )
         return cls(classifier, source, engine)
 
     def describe(self) -> str:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.budget import MemoryBudget
-from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS, decode_image
+from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS, SOURCE_PIXELS_INFO, decode_image
 from cats_dogs_other.inference.documents import PdfRaster
 from cats_dogs_other.inference.preprocess import thumbnail_jpeg, to_input_array, training_png
 from cats_dogs_other.models.card import ModelCard
@@ -20,7 +20,7 @@ from cats_dogs_other.models.errors import ModelLoadError
 from cats_dogs_other.models.runners import KerasRunner, ModelRunner, OnnxRunner
 from cats_dogs_other.models.source import MlflowRegistry, ModelSource, resolve_model
 
-__all__ = ["ImageClassifier", "ModelLoadError", "Prediction"]
+__all__ = ["ImageClassifier", "ModelInput", "ModelLoadError", "Prediction"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,15 @@ class Prediction:
 
     def as_dict(self) -> dict[str, object]:
         return {"prediction": self.prediction, "values": self.values}
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One decoded image, ready for the model, and what the service reports about it."""
+
+    array: np.ndarray  # the model's input, without the batch axis
+    source_pixels: int  # width x height of the image as sent, before any reduction
+    thumbnail: bytes | None = None  # a small JPEG of what the model sees, when asked for
 
 
 def file_sha256(path: Path) -> str:
@@ -115,12 +124,22 @@ class ImageClassifier:
         Raises InvalidImageError for bad input."""
         return to_input_array(self._decoded(data, max_pixels, budget), self.card.preprocessing)
 
-    def decode_with_thumbnail(
-        self, data: bytes | PdfRaster, max_pixels: int | None = None, budget: MemoryBudget | None = None
-    ) -> tuple[np.ndarray, bytes]:
-        """`decode`, and a small JPEG of the same upright image, made from the reduced decode."""
+    def prepare(
+        self,
+        data: bytes | PdfRaster,
+        max_pixels: int | None = None,
+        budget: MemoryBudget | None = None,
+        *,
+        thumbnail: bool = False,
+    ) -> ModelInput:
+        """`decode`, with the image's size as sent and, if asked, a small JPEG of the same upright
+        image (made from the reduced decode)."""
         image = self._decoded(data, max_pixels, budget)
-        return to_input_array(image, self.card.preprocessing), thumbnail_jpeg(image)
+        return ModelInput(
+            to_input_array(image, self.card.preprocessing),
+            int(image.info.get(SOURCE_PIXELS_INFO, image.width * image.height)),
+            thumbnail_jpeg(image) if thumbnail else None,
+        )
 
     def training_image(
         self, data: bytes | PdfRaster, max_pixels: int | None = None, budget: MemoryBudget | None = None

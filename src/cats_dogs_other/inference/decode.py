@@ -69,6 +69,9 @@ _SWAPS_AXES = frozenset({5, 6, 7, 8})
 # Width / height of the image before `reduced_rgb` reduced each axis by its own factor: what a person
 # should see (a thumbnail), while the model is fed the reduced raster (it is resized to its input anyway).
 ASPECT_INFO = "cats_dogs_other.aspect"
+# Width x height of the image as sent (before draft decoding or reducing): what the service reports of
+# the images it is sent (`cdo_image_pixels`), since the decoded raster is smaller.
+SOURCE_PIXELS_INFO = "cats_dogs_other.source_pixels"
 _SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _WIDE = _SIXTEEN_BIT | {"I", "F"}
 _WITH_ALPHA = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
@@ -125,7 +128,7 @@ def decode_image(
         check_pixels(webp_size, max_pixels)
         cost = _fixed_cost(webp_size, webp_size[0] * webp_size[1] * WEBP_BYTES_PER_PIXEL)
         with _reserved(budget, cost, webp_size, "WebP"):
-            return _decode(_open(data, max_pixels), min_side, max_pixels)
+            return _with_source_pixels(_decode(_open(data, max_pixels), min_side, max_pixels), webp_size)
     image = _open(data, max_pixels)
     declared = image.size
     try:
@@ -137,7 +140,12 @@ def decode_image(
         image.close()
         raise
     with _reserved(budget, cost, image.size, str(image.format)):
-        return _decode(image, min_side, max_pixels)
+        return _with_source_pixels(_decode(image, min_side, max_pixels), declared)
+
+
+def _with_source_pixels(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    image.info[SOURCE_PIXELS_INFO] = size[0] * size[1]
+    return image
 
 
 def decode_cost(image: Image.Image, declared: tuple[int, int]) -> int:

@@ -41,6 +41,7 @@ from pypdf.generic import (
 from cats_dogs_other.inference.budget import MemoryBudget
 from cats_dogs_other.inference.decode import (
     DECODER_WORKSPACE_BYTES,
+    SOURCE_PIXELS_INFO,
     ImageErrorKind,
     InvalidImageError,
     check_pixels,
@@ -145,7 +146,9 @@ class PdfRaster:
                 image = self._pillow_image()
                 if image.size != (self.width, self.height):
                     raise ValueError(f"decoded {image.size}, declared {self.width}x{self.height}")
-                return reduced_rgb(image, min_side) if min_side else to_rgb(image)
+                decoded = reduced_rgb(image, min_side) if min_side else to_rgb(image)
+                decoded.info[SOURCE_PIXELS_INFO] = self.width * self.height
+                return decoded
             except InvalidImageError:
                 raise
             except Exception as exc:  # pypdf and Pillow raise many types for bad streams

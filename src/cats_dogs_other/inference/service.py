@@ -10,6 +10,7 @@ their turn instead of being decoded all at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from opentelemetry import trace
 from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.batching import MicroBatcher, QueueFullError
 from cats_dogs_other.inference.budget import MemoryBudget
-from cats_dogs_other.inference.classifier import ImageClassifier, Prediction
+from cats_dogs_other.inference.classifier import ImageClassifier, ModelInput, Prediction
 from cats_dogs_other.inference.decode import InvalidImageError
 from cats_dogs_other.inference.documents import (
     Document,
@@ -138,28 +139,26 @@ class InferenceService:
         with self.budget.reserve(min(reading_cost(data), self.budget.capacity)):
             return read_document(data, self.document_limits)
 
-    async def decode(self, data: ImageData, thumbnail: bool = False) -> tuple[np.ndarray, bytes | None]:
+    async def decode(self, data: ImageData, thumbnail: bool = False) -> ModelInput:
         """The model input, and a thumbnail JPEG when asked (`preprocess.thumbnail_jpeg`)."""
         self.decoding += 1
         size = len(data) if isinstance(data, bytes) else data.encoded_bytes
         try:
             with self.tracer.start_as_current_span("decode", attributes={"image.bytes": size}):
-                if thumbnail:
-                    return await anyio.to_thread.run_sync(
-                        self.classifier.decode_with_thumbnail,
-                        data,
-                        self.max_pixels,
-                        self.budget,
-                        limiter=self._decoders,
-                    )
                 decoded = await anyio.to_thread.run_sync(
-                    self.classifier.decode, data, self.max_pixels, self.budget, limiter=self._decoders
+                    functools.partial(self.classifier.prepare, thumbnail=thumbnail),
+                    data,
+                    self.max_pixels,
+                    self.budget,
+                    limiter=self._decoders,
                 )
-                return decoded, None
         except InvalidImageError as exc:
             raise exc.detached() from None  # not the failed decode's frames (InvalidImageError.detached)
         finally:
             self.decoding -= 1
+        if self.metrics is not None:
+            self.metrics.observe_image(decoded.source_pixels)
+        return decoded
 
     async def training_image(self, data: ImageData) -> tuple[bytes, int, int]:
         """The image as feedback stores it (PNG, width, height), decoded like a prediction's input."""
@@ -178,7 +177,10 @@ class InferenceService:
             "inference", start_time=timing.started_ns, attributes={"batch.size": timing.batch_size}
         )
         inference.end(end_time=timing.finished_ns)
-        return self.classifier.to_prediction(row)
+        prediction = self.classifier.to_prediction(row)
+        if self.metrics is not None:
+            self.metrics.observe_prediction(prediction.prediction, max(prediction.values))
+        return prediction
 
     async def run(self, batch: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
@@ -212,13 +214,13 @@ class InferenceService:
 
     async def _one(self, index: int, data: ImageData, fail_fast: bool, thumbnail: bool) -> Outcome:
         try:
-            decoded, small = await self.decode(data, thumbnail)
+            decoded = await self.decode(data, thumbnail)
         except InvalidImageError as exc:
             if fail_fast:
                 raise exc.at(index) from None
             return exc.at(index)
-        prediction = await self._classify(decoded)
-        return prediction if small is None else replace(prediction, thumbnail=small)
+        prediction = await self._classify(decoded.array)
+        return prediction if decoded.thumbnail is None else replace(prediction, thumbnail=decoded.thumbnail)
 
 
 def _all_done(results: list[T | None]) -> list[T]:

@@ -49,6 +49,24 @@ class ModelCard(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
 
+    def training_mix(self) -> dict[str, float]:
+        """Each label's share of the training images (`training.images_per_label`, which `train`
+        records); empty when the card does not say, as for a Keras file served without a card."""
+        counts = self.training.get("images_per_label")
+        if not isinstance(counts, dict):
+            return {}
+        numbers = {label: counts.get(label, 0) for label in self.labels}
+        if not all(isinstance(n, int | float) and n >= 0 for n in numbers.values()):
+            return {}
+        total = sum(numbers.values())
+        return {label: n / total for label, n in numbers.items()} if total > 0 else {}
+
+    def validation_accuracy(self) -> float | None:
+        """`metrics.validation.accuracy`, when the card records it."""
+        validation = self.metrics.get("validation")
+        accuracy = validation.get("accuracy") if isinstance(validation, dict) else None
+        return float(accuracy) if isinstance(accuracy, int | float) and 0 <= accuracy <= 1 else None
+
     @classmethod
     def load(cls, path: Path) -> ModelCard:
         return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))

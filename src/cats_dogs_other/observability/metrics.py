@@ -7,6 +7,7 @@ per pod (the Kubernetes setup in deploy/ does the latter).
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -15,6 +16,21 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 MODEL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
 DOCUMENT_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200)
+# The winning label's value; with three labels it is at least 1/3. Finer near 1, where most answers are.
+TOP_VALUE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+# Pixels of the images sent: icons, the course's images (0.04-0.25 MP), screenshots, phone photos (12 MP).
+PIXEL_BUCKETS = (16_384, 65_536, 262_144, 1_000_000, 2_000_000, 4_000_000, 8_000_000, 12_000_000, 24_000_000)
+
+
+@dataclass(frozen=True)
+class ModelExpectations:
+    """What the served model's card says it learned: the reference the live answers are compared with."""
+
+    sha256: str
+    labels: list[str]
+    training_share: dict[str, float]  # label -> share of the training images; empty when the card has none
+    validation_accuracy: float | None
+    unsure_below: float  # answers whose top value is under this count as unsure (UNSURE_BELOW)
 
 
 class ServiceMetrics:
@@ -89,6 +105,59 @@ class ServiceMetrics:
             registry=r,
         )
 
+        # How the model behaves, by the served model's sha256: one model per process, so one value at a
+        # time (two while versions roll over, across pods), whatever clients send.
+        self.predictions = Counter(
+            "cdo_predictions",
+            "Answers given (every classified image, PDF images included), by the label the model chose.",
+            ["model_sha256", "label"],
+            registry=r,
+        )
+        self.top_value = Histogram(
+            "cdo_prediction_top_value",
+            "The winning label's value (a probability for the default model): how sure each answer was.",
+            ["model_sha256"],
+            buckets=TOP_VALUE_BUCKETS,
+            registry=r,
+        )
+        self.unsure = Counter(
+            "cdo_predictions_unsure",
+            "Answers whose top value was under UNSURE_BELOW.",
+            ["model_sha256"],
+            registry=r,
+        )
+        self.image_pixels = Histogram(
+            "cdo_image_pixels",
+            "Width x height of each image classified, as sent (before it is reduced for the model).",
+            ["model_sha256"],
+            buckets=PIXEL_BUCKETS,
+            registry=r,
+        )
+        self.training_share = Gauge(
+            "cdo_model_training_label_share",
+            "Share of each label among the served model's training images (its card): the mix the live "
+            "answers are compared with.",
+            ["model_sha256", "label"],
+            registry=r,
+        )
+        self.validation_accuracy = Gauge(
+            "cdo_model_validation_accuracy",
+            "The served model's validation accuracy (its card): what the feedback accuracy is compared with.",
+            ["model_sha256"],
+            registry=r,
+        )
+        self.unsure_below = Gauge(
+            "cdo_prediction_unsure_below",
+            "UNSURE_BELOW: a top value under it counts as an unsure answer.",
+            ["model_sha256"],
+            registry=r,
+        )
+        self._answers: dict[str, Counter] = {}
+        self._top_value: Histogram | None = None
+        self._unsure: Counter | None = None
+        self._image_pixels: Histogram | None = None
+        self._unsure_threshold = 0.0
+
         self.feedback = Counter(
             "cdo_feedback",
             "Feedback stored, by the label people gave and the one they were shown ('unknown' if not sent).",
@@ -112,6 +181,34 @@ class ServiceMetrics:
             "cdo_feedback_unavailable", "Feedback refused because its database was unavailable.", registry=r
         )
         self._verdicts: deque[bool] = deque(maxlen=accuracy_window)
+
+    def serve_model(self, model: ModelExpectations) -> None:
+        """Label the behaviour metrics with the served model, and publish what its card expects. Every
+        label's counter starts at 0, so a label the model never chooses still has a series (a share of 0)."""
+        sha = model.sha256
+        self._answers = {label: self.predictions.labels(sha, label) for label in model.labels}
+        self._top_value = self.top_value.labels(sha)
+        self._unsure = self.unsure.labels(sha)
+        self._image_pixels = self.image_pixels.labels(sha)
+        self._unsure_threshold = model.unsure_below
+        self.unsure_below.labels(sha).set(model.unsure_below)
+        for label, share in model.training_share.items():
+            self.training_share.labels(sha, label).set(share)
+        if model.validation_accuracy is not None:
+            self.validation_accuracy.labels(sha).set(model.validation_accuracy)
+
+    def observe_prediction(self, label: str, top_value: float) -> None:
+        answers = self._answers.get(label)
+        if answers is None or self._top_value is None or self._unsure is None:
+            return  # no model described yet (an engine built without one)
+        answers.inc()
+        self._top_value.observe(top_value)
+        if top_value < self._unsure_threshold:
+            self._unsure.inc()
+
+    def observe_image(self, pixels: int) -> None:
+        if self._image_pixels is not None:
+            self._image_pixels.observe(pixels)
 
     def observe_feedback(
         self, label: str, predicted: str | None, model_sha256: str | None, served: str
