@@ -133,3 +133,18 @@ def test_a_card_without_a_training_mix_publishes_none(classifier: ImageClassifie
     assert "cdo_model_training_label_share" not in names
     assert "cdo_model_validation_accuracy" not in names
     assert "cdo_predictions_total" in names
+
+
+def test_feedback_counters_start_at_zero_when_feedback_is_on(
+    make_client: Callable[..., TestClient], classifier: ImageClassifier, tmp_path: Path
+) -> None:
+    """rate() counts a counter from its first sample on: a verdict series born with its first verdict
+    would lose that verdict from the live accuracy. With feedback on, they exist from the start."""
+    client = make_client(feedback_database_url=f"sqlite:///{tmp_path / 'feedback.db'}")
+    found = samples(client.get("/metrics").text)
+    for verdict in ("right", "wrong"):
+        key = ("cdo_feedback_verdicts_total", (("model_sha256", classifier.sha256), ("verdict", verdict)))
+        assert found[key] == 0
+    assert found[("cdo_feedback_total", (("label", "Dog"), ("predicted", "unknown")))] == 0
+    off = samples(make_client().get("/metrics").text)
+    assert not any(name == "cdo_feedback_verdicts_total" for name, _ in off)

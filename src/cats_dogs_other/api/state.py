@@ -68,6 +68,7 @@ class ServedModel:
                 training_share=classifier.card.training_mix(),
                 validation_accuracy=classifier.card.validation_accuracy(),
                 unsure_below=settings.unsure_below,
+                feedback=settings.feedback_database_url is not None,
             )
         )
         return cls(classifier, source, engine)

@@ -31,6 +31,7 @@ class ModelExpectations:
     training_share: dict[str, float]  # label -> share of the training images; empty when the card has none
     validation_accuracy: float | None
     unsure_below: float  # answers whose top value is under this count as unsure (UNSURE_BELOW)
+    feedback: bool = False  # the service stores feedback (FEEDBACK_DATABASE_URL is set)
 
 
 class ServiceMetrics:
@@ -196,6 +197,12 @@ class ServiceMetrics:
             self.training_share.labels(sha, label).set(share)
         if model.validation_accuracy is not None:
             self.validation_accuracy.labels(sha).set(model.validation_accuracy)
+        if model.feedback:  # zeroed too: Prometheus's rate() cannot see a series' first increments
+            for verdict in ("right", "wrong"):
+                self.feedback_verdicts.labels(sha, verdict)
+            for label in model.labels:
+                for shown in [*model.labels, "unknown"]:
+                    self.feedback.labels(label, shown)
 
     def observe_prediction(self, label: str, top_value: float) -> None:
         answers = self._answers.get(label)
