@@ -47,7 +47,12 @@ postgres:
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql)
 
-test: install browser postgres
+# The monitoring tests run Debian's Prometheus: `promtool` checks and unit-tests the shipped rules, and a
+# real server scrapes a real service. Installed here when missing (its packaged service is not used).
+prometheus:
+	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
+
+test: install browser postgres prometheus
 	$(BIN)/ruff check src tests benchmarks boot.py
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
