@@ -53,7 +53,7 @@ prometheus:
 	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
 
 test: install browser postgres prometheus
-	$(BIN)/ruff check src tests benchmarks boot.py
+	$(BIN)/ruff check src tests benchmarks deploy boot.py
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
 	$(BIN)/pytest
@@ -65,7 +65,7 @@ serve: runtime
 	$(BIN)/cats-dogs-other serve --no-auth --feedback-database-url $(FEEDBACK_DB)
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks boot.py
+	$(BIN)/ruff check src tests benchmarks deploy boot.py
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
 
@@ -97,6 +97,10 @@ vendor:
 	cp $(PAGE_VENDOR)/node_modules/oidc-client-ts/dist/browser/oidc-client-ts.min.js $(PAGE_STATIC)/
 	cp $(PAGE_VENDOR)/node_modules/oidc-client-ts/LICENSE $(PAGE_STATIC)/oidc-client-ts.LICENSE
 	cp $(PAGE_VENDOR)/node_modules/jwt-decode/LICENSE $(PAGE_STATIC)/jwt-decode.LICENSE
+
+# Re-write the Grafana dashboard's JSON from its code (deploy/grafana/dashboard.py); a test checks they agree.
+dashboard: install
+	$(BIN)/python deploy/grafana/dashboard.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -29,7 +29,13 @@ def png_declaring(width: int, height: int, bit_depth: int = 1, color_type: int =
 
 # Adam7 interlacing: seven passes, each (first column, first row, column step, row step).
 ADAM7_PASSES = [
-    (0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
 ]
 
 

@@ -4,6 +4,7 @@ temporary folder. Results are read back through its HTTP API, as Grafana would."
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -118,3 +119,35 @@ class PrometheusServer:
         if getattr(self, "log", None) is not None:
             self.log.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGE = re.compile(r"\[[^\]]*\]")
+_LABEL_LISTS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_NAME = re.compile(r"(?<![\w:.])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()")
+_KEYWORDS = frozenset(
+    {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right"}
+    | {"inf", "nan", "Inf", "NaN"}
+)
+
+
+def metric_names(expression: str) -> set[str]:
+    """The metric (or recorded series) names a PromQL expression reads: what is left once strings,
+    label matchers, ranges, label lists, functions and keywords are taken out."""
+    text = _STRING.sub('""', expression)
+    text = _MATCHERS.sub("", text)
+    text = _RANGE.sub("", text)
+    text = _LABEL_LISTS.sub("", text)
+    return {name for name in _NAME.findall(text) if name not in _KEYWORDS}
+
+
+def recorded_rules(path: Path = RULES) -> dict[str, str]:
+    """Recorded series name -> its expression, from a rules file."""
+    groups = yaml.safe_load(path.read_text())["groups"]
+    return {rule["record"]: rule["expr"] for group in groups for rule in group["rules"] if "record" in rule}
+
+
+def alert_rules(path: Path = RULES) -> dict[str, str]:
+    groups = yaml.safe_load(path.read_text())["groups"]
+    return {rule["alert"]: rule["expr"] for group in groups for rule in group["rules"] if "alert" in rule}

@@ -25,6 +25,7 @@ class MonitoredService:
     sha256: str
     training_mix: dict[str, float]
     unsure_below: float
+    images: list[Path] = field(default_factory=list)  # the photos the traffic sends
     answers: list[dict[str, Any]] = field(default_factory=list)  # every image answered, PDF images included
     verdicts: list[bool] = field(default_factory=list)  # the feedback sent: right or wrong
 
@@ -62,7 +63,7 @@ def monitored_service(
         # request counters appear with their first request: one of each kind, then two more scrapes.
         assert prometheus.wait_for("count_over_time(cdo_predictions_total[1m]) >= 2"), prometheus.logs()
         service = MonitoredService(
-            server, prometheus, classifier.sha256, classifier.card.training_mix(), unsure_below
+            server, prometheus, classifier.sha256, classifier.card.training_mix(), unsure_below, images
         )
         service.answers.extend(warm_up(server.base_url, images[0]))
         baseline = 'count(count_over_time(cdo_http_requests_total{route=~"/upload|/predict"}[1m]) >= 2) >= 3'

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 
+import httpx
 import pytest
 
 from tests.deploy.conftest import MonitoredService
@@ -78,7 +79,15 @@ def test_unsure_answers_and_feedback_accuracy(monitored_service: MonitoredServic
 
 @pytest.mark.slow
 def test_request_rules_see_the_routes_and_their_errors(monitored_service: MonitoredService) -> None:
+    """Fresh requests (their answers join the traffic's), so that the 5-minute windows hold some."""
     service = monitored_service
+    image = service.images[0]
+    for _ in range(2):
+        answer = httpx.post(
+            f"{service.server.base_url}/upload", files={"file": (image.name, image.read_bytes())}
+        )
+        assert answer.status_code == 200
+        service.answers.append(answer.json())
     rates = service.prometheus.wait_for('route:cdo_http_requests:rate5m{route="/upload"} > 0')
     assert rates, service.prometheus.logs()
     errors = service.prometheus.values("route:cdo_http_requests_server_errors:ratio_rate5m", "route")

@@ -332,6 +332,8 @@ PEAK_CASES = {
     "tiff": "encode(Image.new('RGBA', (N, N)), 'TIFF', compression='tiff_deflate')",
     "gif": "encode(Image.new('P', (N, N)), 'GIF')",
 }
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(PEAK_CASES))
 def test_the_reserved_bytes_cover_the_real_peak_memory_of_decoding(case: str) -> None:
