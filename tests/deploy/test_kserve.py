@@ -3,8 +3,12 @@ the Kubernetes models of the pod), and serving what the plain Deployment serves.
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
+from types import ModuleType
 from typing import Any
+from unittest import mock
 
 import kubernetes.client.models as kubernetes_models
 import kubernetes_validate
@@ -38,10 +42,18 @@ class SchemaError(AssertionError):
     pass
 
 
-def model_class(name: str) -> type:
-    import kserve.models as kserve_models
+@functools.cache
+def kserve_models() -> ModuleType:
+    """The SDK's models. Importing `kserve` parses sys.argv as its model server's command line (at import
+    time, `parse_known_args`): it is given an empty one, not pytest's."""
+    with mock.patch.object(sys, "argv", ["kserve-schema-check"]):
+        import kserve.models
 
-    for module in (kserve_models, kubernetes_models):
+    return kserve.models
+
+
+def model_class(name: str) -> type:
+    for module in (kserve_models(), kubernetes_models):
         found = getattr(module, name, None)
         if isinstance(found, type):
             return found

@@ -1,5 +1,5 @@
 """The shipped Prometheus rules: valid (`promtool check rules`), and each alert unit-tested with synthetic
-series (`promtool test rules`): made to fire, and to stay quiet where it must."""
+series (`promtool test rules`): made to fire, and to stay quiet where it must; and explained in the README."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import pytest
 import yaml
 
+from tests.conftest import REPO_ROOT
 from tests.prometheus import PROMETHEUS_DIR, RULES, promtool
 
 PROMTOOL = promtool()
@@ -58,6 +59,8 @@ def test_every_alert_is_unit_tested_and_explained() -> None:
         if case.get("exp_alerts")
     }
     assert {rule["alert"] for rule in alerts} == fired
+    readme = (REPO_ROOT / "README.md").read_text()
     for rule in alerts:
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
         assert {"summary", "description"} <= set(rule["annotations"]), rule["alert"]
+        assert f"| `{rule['alert']}` |" in readme, f"README's alert table does not explain {rule['alert']}"
