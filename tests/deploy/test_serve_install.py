@@ -33,7 +33,13 @@ def test_make_serve_installs_only_the_runtime_and_serves(
         f"FEEDBACK_DB=sqlite:///{tmp_path / 'feedback.db'}",
     ]
     # `make serve` starts on PORT (8080 unless set): ServeProcess sets a free one.
-    server = ServeProcess(command, tmp_path / "make-serve.log", ready_timeout=600, process_group=True)
+    server = ServeProcess(
+        command,
+        tmp_path / "make-serve.log",
+        env={"SHUTDOWN_DRAIN_SECONDS": "0"},  # no load balancer to wait for
+        ready_timeout=600,
+        process_group=True,
+    )
     server.start()
     try:
         with open(sample_files["Dog"], "rb") as image:
