@@ -122,7 +122,7 @@ class ImageClassifier:
     ) -> np.ndarray:
         """An encoded image (or a document's image) to one model input (no batch axis).
         Raises InvalidImageError for bad input."""
-        return to_input_array(self._decoded(data, max_pixels, budget), self.card.preprocessing)
+        return self.prepare(data, max_pixels, budget).array
 
     def prepare(
         self,
