@@ -17,7 +17,10 @@ COPY deploy/docker/install.sh /usr/local/bin/install-service
 # convert a Keras model to ONNX: both stay in this build stage.
 ARG MODEL_URI=""
 ARG MLFLOW_TRACKING_URI=""
-RUN install-service /opt/venv /src
+# Opt-in extras shipped in the image, e.g. --build-arg EXTRAS=heic for iPhones' HEIC photos: LGPL-3.0
+# libraries and a patent-encumbered codec, so whoever distributes the image decides (docs/decisions.md).
+ARG EXTRAS=""
+RUN install-service /opt/venv /src ${EXTRAS}
 RUN mkdir -p /opt/model \
     && if [ -n "${MODEL_URI}" ]; then \
         install-service /opt/fetch /src mlflow keras \

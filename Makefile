@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-RUNTIME_STAMP := $(VENV)/.runtime-installed
+# Opt-in extras for `make serve`, e.g. `make serve EXTRAS=heic` (HEIC photos; see docs/decisions.md).
+EXTRAS ?=
+comma := ,
+RUNTIME_STAMP := $(VENV)/.runtime-installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
 .PHONY: install runtime test serve lint train benchmark lock vendor browser postgres prometheus dashboard clean
 
@@ -15,7 +18,7 @@ install: $(STAMP)
 runtime: $(RUNTIME_STAMP)
 $(RUNTIME_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.$(if $(EXTRAS),[$(EXTRAS)])'
 	touch $(RUNTIME_STAMP)
 
 OIDC_PROVIDER := tests/auth/oidc_provider
@@ -31,7 +34,7 @@ PAGE_STATIC := src/cats_dogs_other/web/static/vendor
 $(STAMP): pyproject.toml $(OIDC_PROVIDER)/package-lock.json $(BRUNO)/package-lock.json $(PAGE_VENDOR)/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,keras,mlflow,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,keras,mlflow,heic,dev]'
 	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --loglevel=error
 	cd $(BRUNO) && npm ci --no-audit --no-fund --loglevel=error
 	cd $(PAGE_VENDOR) && npm ci --no-audit --no-fund --loglevel=error

@@ -66,7 +66,7 @@ class DecodePeak:
 _PROBE = """
 import time
 from PIL import Image
-from tests.images import encode, png_image
+from tests.images import encode, heic, png_image
 from cats_dogs_other.inference import decode
 from cats_dogs_other.inference.budget import MemoryBudget
 

@@ -3,8 +3,8 @@
 # Used by the Dockerfile and, unchanged, by the test that proves these steps work (tests/deploy).
 #   usage: install.sh VENV_DIR SOURCE_DIR [EXTRA...]    e.g. install.sh /opt/venv /src mlflow
 # The runtime comes from deploy/docker/requirements.lock, every file checked against its sha256; the
-# package itself is built from SOURCE_DIR with the locked setuptools. EXTRAs (only for the build stage's
-# `fetch`, never shipped) are installed on top from pyproject.toml's ranges.
+# package itself is built from SOURCE_DIR with the locked setuptools. EXTRAs (the build stage's `fetch`
+# tools, or an opt-in extra such as `heic`) are installed on top from pyproject.toml's ranges.
 set -eu
 venv="$1"
 source_dir="$2"

@@ -31,7 +31,7 @@ from tests.hostile import (
     v2_deep_nesting,
     v2_empty_elements,
 )
-from tests.images import png_image
+from tests.images import encode, heic, png_image
 from tests.pdfs import (
     flate_bomb,
     flate_content_bomb,
@@ -254,6 +254,37 @@ def test_sixteen_large_pngs_in_one_predict_stay_within_the_stated_budget(
     # The stated per-request budget: decoding (DECODE_MEMORY_BYTES) plus the body, held at most 3 times.
     budget = (DEFAULT_DECODE_MEMORY_BYTES + 3 * body_bytes) / MiB
     assert growth < budget, f"peak RSS grew by {growth:.0f} MiB, over the {budget:.0f} MiB budget"
+
+
+def test_sixteen_large_avif_and_heic_in_one_predict_stay_within_the_stated_budget(
+    server: ServeProcess, memory: ProcessMemory
+) -> None:
+    # 4000x4000 photos a few KB on the wire: AV1 and HEVC decoders hold their planes, then an RGB copy.
+    flat = Image.new("RGB", (4000, 4000), (120, 90, 60))
+    avif, photo = encode(flat, "AVIF", speed=10), heic(flat)
+    files = [("files", (f"big-{i}", avif if i % 2 else photo)) for i in range(16)]
+    body_bytes = sum(len(data) for _, (_, data) in files)
+    before = memory.reset_peak()
+    response = httpx.post(f"{server.base_url}/predict", files=files, timeout=120)
+    assert response.status_code == 200
+    assert [answer.get("prediction") is not None for answer in response.json()] == [True] * 16
+    growth = memory.peak_mib() - before
+    budget = (DEFAULT_DECODE_MEMORY_BYTES + 3 * body_bytes) / MiB
+    assert growth < budget, f"peak RSS grew by {growth:.0f} MiB, over the {budget:.0f} MiB budget"
+
+
+def test_a_heic_declaring_a_huge_coded_size_behind_a_small_crop_costs_nothing(
+    server: ServeProcess, memory: ProcessMemory
+) -> None:
+    small = heic(Image.new("RGB", (64, 48), (9, 99, 199)))
+    at = small.index(b"\x00\x00\x00\x14ispe")
+    bomb = small[: at + 12] + (30000).to_bytes(4, "big") * 2 + small[at + 20 :]
+    before = memory.reset_peak()
+    response = httpx.post(f"{server.base_url}/upload", files={"file": ("bomb.heic", bomb)}, timeout=60)
+    assert response.status_code == 413, response.text
+    assert "30000x30000" in response.json()["detail"]
+    growth = memory.peak_mib() - before
+    assert growth < 10, f"peak RSS grew by {growth:.0f} MiB"
 
 
 def test_png_text_chunks_cannot_hold_memory(server: ServeProcess, memory: ProcessMemory) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +23,10 @@ from cats_dogs_other.inference.decode import (
     InvalidImageError,
     _webp_size,
     decode_image,
+    is_heif,
 )
 from tests.hostile import decode_peak, png_with_text
-from tests.images import encode, png_declaring, png_image
+from tests.images import encode, heic, png_declaring, png_image
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +40,7 @@ def cat_image(sample_files: dict[str, Path]) -> Image.Image:
         ("PNG", {}),
         ("JPEG", {"quality": 92}),
         ("WEBP", {"quality": 90}),
+        ("AVIF", {"quality": 90}),
         ("BMP", {}),
         ("TIFF", {}),
         ("TIFF", {"compression": "tiff_lzw"}),
@@ -103,11 +107,25 @@ def test_gif_first_frame_is_used(classifier: ImageClassifier, sample_files: dict
     assert result.prediction == "Cat"
 
 
+# Where each format keeps its orientation: an EXIF block (JPEG's APP1, PNG's eXIf, WebP's EXIF chunk,
+# TIFF's own tag), AVIF's irot/imir boxes (Pillow writes them from the EXIF tag and reads them back as
+# one), HEIC's irot/imir boxes (libheif applies them and clears the EXIF tag, so nothing turns twice).
+ORIENTED_FORMATS = {
+    "JPEG": lambda image, exif: encode(image, "JPEG", quality=95, exif=exif),
+    "PNG": lambda image, exif: encode(image, "PNG", exif=exif),
+    "WEBP": lambda image, exif: encode(image, "WEBP", quality=95, exif=exif),
+    "TIFF": lambda image, exif: encode(image, "TIFF", exif=exif),
+    "AVIF": lambda image, exif: encode(image, "AVIF", quality=95, exif=exif),
+    "HEIC": lambda image, exif: heic(image, quality=95, exif=exif),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(ORIENTED_FORMATS))
 @pytest.mark.parametrize("orientation", [3, 6, 8])
-def test_exif_orientation_is_honoured(
-    classifier: ImageClassifier, cat_image: Image.Image, orientation: int
+def test_exif_orientation_is_honoured_in_every_format(
+    classifier: ImageClassifier, cat_image: Image.Image, orientation: int, fmt: str
 ) -> None:
-    # Store the pixels rotated and let the EXIF tag say how to turn them upright again, as cameras do.
+    # Store the pixels rotated and let the orientation say how to turn them upright again, as cameras do.
     stored = {
         3: cat_image.transpose(Image.Transpose.ROTATE_180),
         6: cat_image.transpose(Image.Transpose.ROTATE_90),
@@ -115,15 +133,61 @@ def test_exif_orientation_is_honoured(
     }[orientation]
     exif = Image.Exif()
     exif[0x0112] = orientation
-    data = encode(stored, "JPEG", quality=95, exif=exif.tobytes())
+    data = ORIENTED_FORMATS[fmt](stored, exif.tobytes())
     decoded = decode_image(data)
     assert decoded.size == cat_image.size
     upright = np.asarray(decoded, dtype=float)
-    assert np.abs(upright - np.asarray(cat_image, dtype=float)).mean() < 6  # JPEG noise only
+    assert np.abs(upright - np.asarray(cat_image, dtype=float)).mean() < 6  # lossy coding noise only
     (result,) = classifier.predict([data])
     (reference,) = classifier.predict([encode(cat_image, "PNG")])
     assert result.prediction == reference.prediction
     assert np.abs(np.array(result.values) - np.array(reference.values)).max() < 0.05
+
+
+def test_heic_is_classified_like_the_original(classifier: ImageClassifier, cat_image: Image.Image) -> None:
+    data = heic(cat_image)
+    assert is_heif(data)
+    assert Image.open(io.BytesIO(data)).format == "HEIF"
+    (original,) = classifier.predict([encode(cat_image, "PNG")])
+    (converted,) = classifier.predict([data])
+    assert converted.prediction == original.prediction == "Cat"
+    assert np.abs(np.array(converted.values) - np.array(original.values)).max() < 0.05
+
+
+def test_avif_is_not_mistaken_for_heic(cat_image: Image.Image) -> None:
+    assert not is_heif(encode(cat_image, "AVIF"))
+    assert not is_heif(encode(cat_image, "PNG"))
+
+
+# A process where pi-heif cannot be imported: the service as `pip install cats-dogs-other` gives it.
+_WITHOUT_HEIF = """
+import sys
+sys.modules["pi_heif"] = None  # `import pi_heif` now raises ImportError, as when it is not installed
+from cats_dogs_other.inference.decode import HEIF_AVAILABLE, UNSUPPORTED_DETAIL
+from cats_dogs_other.inference.decode import InvalidImageError, decode_image
+assert not HEIF_AVAILABLE
+try:
+    decode_image(sys.stdin.buffer.read())
+except InvalidImageError as exc:
+    print(exc.kind.value)
+    print(exc)
+print(UNSUPPORTED_DETAIL)
+"""
+
+
+def test_heic_without_the_extra_is_refused_with_a_detail_naming_it(cat_image: Image.Image) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_HEIF],
+        input=heic(cat_image),
+        capture_output=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    kind, detail, generic = done.stdout.decode().splitlines()
+    assert kind == "unsupported"
+    assert "HEIC" in detail
+    assert "pip install 'cats-dogs-other[heic]'" in detail
+    assert "HEIC" not in generic  # the list of what this installation reads does not promise it
 
 
 def test_zero_bytes_is_empty() -> None:
@@ -329,6 +393,8 @@ PEAK_CASES = {
     "png palette": "png_image(N, N, bit_depth=8, color_type=3)",
     "jpeg progressive": "encode(Image.new('RGB', (N, N), (9, 99, 199)), 'JPEG', progressive=True)",
     "webp": "encode(Image.new('RGB', (N, N), (9, 99, 199)), 'WEBP', quality=80)",
+    "avif": "encode(Image.effect_noise((N, N), 60).convert('RGB'), 'AVIF', quality=80, subsampling='4:4:4')",
+    "heic": "heic(Image.new('RGB', (N, N), (9, 99, 199)))",
     "tiff": "encode(Image.new('RGBA', (N, N)), 'TIFF', compression='tiff_deflate')",
     "gif": "encode(Image.new('P', (N, N)), 'GIF')",
 }
@@ -343,3 +409,31 @@ def test_the_reserved_bytes_cover_the_real_peak_memory_of_decoding(case: str) ->
     peak, reserved = probe.peak / 2**20, probe.reserved / 2**20
     assert peak <= reserved, f"{case}: decoding peaked at {peak:.1f} MiB, {reserved:.1f} MiB were reserved"
     assert peak > reserved / 10, f"{case}: {reserved:.1f} MiB reserved is far above the {peak:.1f} MiB used"
+
+
+def _with_coded_size(data: bytes, side: int) -> bytes:
+    at = data.index(b"\x00\x00\x00\x14ispe")
+    return data[: at + 12] + side.to_bytes(4, "big") * 2 + data[at + 20 :]
+
+
+def test_heic_is_checked_at_its_coded_size_not_its_cropped_one() -> None:
+    # A 64x48 HEIC is coded as 64x64 and cropped (`clap`): Pillow is told 64x48. A file whose `ispe`
+    # declares a huge coded size behind a small crop is refused before libheif allocates it.
+    data = heic(Image.new("RGB", (64, 48), (9, 99, 199)))
+    assert Image.open(io.BytesIO(data)).size == (64, 48)
+    assert decode_image(data).size == (64, 48)
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(_with_coded_size(data, 30000))
+    assert caught.value.kind is ImageErrorKind.TOO_MANY_PIXELS
+    assert "30000x30000" in str(caught.value)
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(_with_coded_size(data, 6000), budget=MemoryBudget(192 << 20))
+    assert caught.value.kind is ImageErrorKind.TOO_MANY_PIXELS
+    assert "6000x6000 HEIF" in str(caught.value)
+
+
+def test_a_heic_whose_bitstream_disagrees_with_its_header_is_corrupt() -> None:
+    data = _with_coded_size(heic(Image.new("RGB", (64, 48), (9, 99, 199))), 640)
+    with pytest.raises(InvalidImageError) as caught:
+        decode_image(data)
+    assert caught.value.kind is ImageErrorKind.CORRUPT

@@ -20,6 +20,7 @@ from cats_dogs_other.api.multipart import read_form
 from cats_dogs_other.api.openapi import problem_responses
 from cats_dogs_other.api.schemas import FeedbackStored
 from cats_dogs_other.feedback import FeedbackRecord, FeedbackStore, FeedbackUnavailableError
+from cats_dogs_other.inference.decode import SUPPORTED_FORMATS_TEXT
 from cats_dogs_other.inference.documents import is_pdf
 from cats_dogs_other.inference.service import ImageData, InferenceService
 
@@ -47,7 +48,7 @@ _FORM = {
             "type": "string",
             "format": "binary",
             "contentMediaType": "application/octet-stream",
-            "description": "The image (JPEG, PNG, WebP, GIF, BMP or TIFF), or the PDF that holds it.",
+            "description": f"The image ({SUPPORTED_FORMATS_TEXT}), or the PDF that holds it.",
         },
         "label": {"type": "string", "description": "What the image shows: one of the model's labels."},
         "predicted": {"type": "string", "description": "The label the person was shown, if any."},

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 
 from cats_dogs_other.feedback import FeedbackUnavailableError
 from cats_dogs_other.inference.batching import QueueFullError
-from cats_dogs_other.inference.decode import ImageErrorKind, InvalidImageError
+from cats_dogs_other.inference.decode import UNSUPPORTED_DETAIL, ImageErrorKind, InvalidImageError
 from cats_dogs_other.inference.documents import DocumentErrorKind, InvalidDocumentError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -31,7 +31,7 @@ class ProblemDetails(BaseModel):
     status: int = Field(description="The HTTP status code.", examples=[415])
     detail: str = Field(
         description="What went wrong and what to do about it, for humans.",
-        examples=["Not a supported image: expected JPEG, PNG, WebP, GIF, BMP or TIFF content."],
+        examples=[UNSUPPORTED_DETAIL],
     )
     instance: str | None = Field(None, description="The request path.", examples=["/upload"])
     request_id: str | None = Field(None, description="The request's id, for support.")

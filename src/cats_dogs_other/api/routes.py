@@ -37,7 +37,7 @@ from cats_dogs_other.api.schemas import (
     VersionInfo,
 )
 from cats_dogs_other.api.state import Phase
-from cats_dogs_other.inference.decode import InvalidImageError
+from cats_dogs_other.inference.decode import SUPPORTED_FORMATS_TEXT, InvalidImageError
 from cats_dogs_other.inference.documents import Document, EmbeddedImage, InvalidDocumentError, is_pdf
 from cats_dogs_other.inference.service import ImageData, InferenceService, Outcome
 from cats_dogs_other.settings import Settings
@@ -262,7 +262,7 @@ async def metrics(state: State) -> Response:
     response_model=PredictionResponse,
     responses=problem_responses(400, 401, 403, 413, 415, 422, 503),
     dependencies=[PredictionToken],
-    openapi_extra=multipart_body("file", "The image: JPEG, PNG, WebP, GIF, BMP or TIFF.", many=False),
+    openapi_extra=multipart_body("file", f"The image: {SUPPORTED_FORMATS_TEXT}.", many=False),
 )
 async def upload(request: Request, engine: Engine, state: State) -> PredictionResponse:
     """Send one image as the multipart part `file`; get the winning label and the value of each label."""

@@ -26,14 +26,49 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from cats_dogs_other.inference.budget import MemoryBudget
 
+
+def _heif_plugin() -> bool:
+    """HEIC/HEIF (iPhones' default) through pi-heif, the decode-only build of pillow-heif, when the
+    optional extra `heic` is installed: its wheels bundle LGPL libheif and libde265, and HEVC is
+    patent-encumbered, so whoever distributes the service opts in (docs/decisions.md)."""
+    try:
+        from pi_heif import register_heif_opener
+    except ImportError:
+        return False
+    # One decode thread per image: the service decodes images in parallel already. Thumbnails, depth and
+    # auxiliary images are never used.
+    register_heif_opener(decode_threads=1, thumbnails=False, depth_images=False, aux_images=False)
+    return True
+
+
+HEIF_EXTRA = "heic"
+HEIF_AVAILABLE = _heif_plugin()
 # What cameras, browsers and phones produce (JPEG covers MPO); Pillow also reads PDF, EPS, ICO...: refused.
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", *(("HEIF",) * HEIF_AVAILABLE), "GIF", "BMP", "TIFF")
+_SHOWN_NAMES = {"WEBP": "WebP", "HEIF": "HEIC"}
+_NAMES = [_SHOWN_NAMES.get(name, name) for name in SUPPORTED_FORMATS]
+# "JPEG, PNG, WebP, AVIF, GIF, BMP or TIFF": for messages and the API's documentation.
+SUPPORTED_FORMATS_TEXT = f"{', '.join(_NAMES[:-1])} or {_NAMES[-1]}" + (
+    "" if HEIF_AVAILABLE else f" (HEIC with the optional extra `{HEIF_EXTRA}`)"
+)
+UNSUPPORTED_DETAIL = f"Not a supported image: expected {', '.join(_NAMES[:-1])} or {_NAMES[-1]} content."
+HEIF_UNAVAILABLE_DETAIL = (
+    "This is a HEIC/HEIF image (an iPhone's default format), which this installation cannot decode: "
+    f"install the optional extra `{HEIF_EXTRA}` (pip install 'cats-dogs-other[{HEIF_EXTRA}]'), or send "
+    "the photo as JPEG."
+)
+# ISO base media files name their kind in the `ftyp` box: HEVC-coded HEIF brands (AVIF is `avif`/`avis`).
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
 # Pillow keeps at most 4 bytes per pixel (RGB is stored as RGBX).
 RASTER_BYTES_PER_PIXEL = 4
 DEFAULT_DECODE_MEMORY_BYTES = 192 << 20  # docs/decisions.md: how the pod's 768 MiB are shared
 # libwebp decodes into a buffer of its own before Pillow copies it; libtiff reads a whole strip or tile,
 # which may be the whole image: both hold the pixels twice.
 DOUBLE_BUFFERED_FORMATS = frozenset({"WEBP", "TIFF"})
+# AV1 and HEVC decoders keep their YUV planes (16-bit samples past 8 bits) and libavif or libheif
+# converts them into an RGB buffer of its own, which Pillow then copies into its raster: peaks measured
+# at 7.2-9.2 bytes per pixel in all (8-bit 4:2:0 to 10-bit 4:4:4; BENCHMARKS.md), 10 reserved.
+EXTRA_BYTES_PER_PIXEL = {"AVIF": 6, "HEIF": 6}
 # Rows are converted this many pixels at a time: a few MB of temporaries, whatever the image size.
 STRIP_PIXELS = 1 << 18
 STRIP_BYTES_PER_PIXEL = 24  # crop, alpha composite, conversion and 16-bit scaling temporaries
@@ -130,8 +165,12 @@ def decode_image(
         with _reserved(budget, cost, webp_size, "WebP"):
             return _with_source_pixels(_decode(_open(data, max_pixels), min_side, max_pixels), webp_size)
     image = _open(data, max_pixels)
-    declared = image.size
+    declared = source = image.size
     try:
+        if image.format == "HEIF":
+            # Pillow is told the size after cropping (`clap`); the decoder allocates the coded size first.
+            declared = max(source, *_heif_coded_sizes(data), key=lambda size: size[0] * size[1])
+            check_pixels(declared, max_pixels)
         image.seek(0)
         if min_side is not None and image.format == "JPEG":
             image.draft(None, (min_side, min_side))
@@ -139,8 +178,9 @@ def decode_image(
     except BaseException:
         image.close()
         raise
-    with _reserved(budget, cost, image.size, str(image.format)):
-        return _with_source_pixels(_decode(image, min_side, max_pixels), declared)
+    shown = declared if image.format == "HEIF" else image.size
+    with _reserved(budget, cost, shown, str(image.format)):
+        return _with_source_pixels(_decode(image, min_side, max_pixels), source)
 
 
 def _with_source_pixels(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -151,11 +191,13 @@ def _with_source_pixels(image: Image.Image, size: tuple[int, int]) -> Image.Imag
 def decode_cost(image: Image.Image, declared: tuple[int, int]) -> int:
     """Bytes decoding this opened (and possibly drafted) image holds at its peak: its raster, a second
     copy for decoders that keep one, libjpeg's full-size coefficients for a progressive JPEG (kept
-    whatever the draft scale), strip temporaries and the decoder's own workspace."""
-    width, height = image.size
+    whatever the draft scale), strip temporaries and the decoder's own workspace. For HEIF, `declared`
+    is the largest coded size in the file, which libheif decodes before cropping."""
+    width, height = declared if image.format == "HEIF" else image.size
     raster = width * height * RASTER_BYTES_PER_PIXEL
     if image.format in DOUBLE_BUFFERED_FORMATS:
         raster *= 2
+    raster += width * height * EXTRA_BYTES_PER_PIXEL.get(str(image.format), 0)
     if image.format == "JPEG" and image.info.get("progressive"):
         raster += _jpeg_coefficient_bytes(image, declared)
     return _fixed_cost((width, height), raster)
@@ -207,7 +249,8 @@ def _decode(image: Image.Image, min_side: int | None, max_pixels: int) -> Image.
         return result
     except Image.DecompressionBombError as exc:
         raise _too_many_pixels(width * height, max_pixels, (width, height)) from exc
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, RuntimeError) as exc:
+        # RuntimeError: libheif's errors, as pi-heif raises them.
         raise InvalidImageError(
             ImageErrorKind.CORRUPT, f"The {image.format} image is corrupt or truncated and cannot be decoded."
         ) from exc
@@ -242,9 +285,9 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         declared = re.search(r"\((\d+) pixels\)", str(exc))
         raise _too_many_pixels(int(declared.group(1)) if declared else None, max_pixels) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        heif_refused = not HEIF_AVAILABLE and is_heif(data)
         raise InvalidImageError(
-            ImageErrorKind.UNSUPPORTED,
-            "Not a supported image: expected JPEG, PNG, WebP, GIF, BMP or TIFF content.",
+            ImageErrorKind.UNSUPPORTED, HEIF_UNAVAILABLE_DETAIL if heif_refused else UNSUPPORTED_DETAIL
         ) from exc
     try:
         check_pixels(image.size, max_pixels)
@@ -252,6 +295,47 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         image.close()
         raise
     return image
+
+
+def is_heif(data: bytes) -> bool:
+    """An HEVC-coded HEIF file (HEIC), by its `ftyp` box's major or compatible brands."""
+    if data[4:8] != b"ftyp" or len(data) < 16:
+        return False
+    box_size = min(int.from_bytes(data[:4], "big"), len(data), 256)
+    brands = [data[8:12], *(data[i : i + 4] for i in range(16, box_size - 3, 4))]
+    return any(brand in _HEIF_BRANDS for brand in brands)
+
+
+def _heif_coded_sizes(data: bytes) -> list[tuple[int, int]]:
+    """Every `ispe` (image spatial extent) property in an HEIF file's `meta` box: the coded size of each
+    image, tile or thumbnail, which libheif decodes at before cropping to what Pillow is told."""
+    meta = _top_level_box(data, b"meta")
+    sizes = []
+    at = meta.find(b"\x00\x00\x00\x14ispe")  # a 20-byte box: header, version and flags, width, height
+    while at >= 0 and at + 20 <= len(meta):
+        sizes.append(
+            (int.from_bytes(meta[at + 12 : at + 16], "big"), int.from_bytes(meta[at + 16 : at + 20], "big"))
+        )
+        at = meta.find(b"\x00\x00\x00\x14ispe", at + 8)
+    return sizes
+
+
+def _top_level_box(data: bytes, kind: bytes) -> bytes:
+    """The body of the first top-level ISO BMFF box of `kind`, or nothing."""
+    at = 0
+    while at + 8 <= len(data):
+        size, found = int.from_bytes(data[at : at + 4], "big"), data[at + 4 : at + 8]
+        header = 8
+        if size == 1 and at + 16 <= len(data):
+            size, header = int.from_bytes(data[at + 8 : at + 16], "big"), 16
+        elif size == 0:
+            size = len(data) - at
+        if size < header:
+            return b""
+        if found == kind:
+            return data[at + header : at + size]
+        at += size
+    return b""
 
 
 def check_pixels(size: tuple[int, int], max_pixels: int) -> None:
