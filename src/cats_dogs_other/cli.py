@@ -163,6 +163,10 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 2
     configure_logging(settings.log_level)
     configure_malloc()  # before any thread exists: flat memory, peaks given back (memory.py)
+    import os as _os
+
+    if _os.environ.get("CDO_SWITCH"):
+        sys.setswitchinterval(float(_os.environ["CDO_SWITCH"]))
     problem = settings.auth_configuration_error()
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -180,7 +184,7 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "http": LimitedHttpProtocol.with_limits(ProtocolLimits.from_settings(settings)),
     }
     if settings.workers == 1:
-        app = create_app(settings, classifier, source)
+        app = create_app(settings, classifier, source, freeze_heap=True)
         DrainingServer(
             uvicorn.Config(app, **options), app.state.service, settings.shutdown_drain_seconds
         ).run()

@@ -74,7 +74,15 @@ class Settings(BaseSettings):
     )
     batch_max_size: int = Field(4, ge=1, le=256, description="Most images in one model call.")
     batch_max_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait for a batch to fill.")
-    queue_max: int = Field(128, ge=1, description="Prediction requests in progress before new ones get 503.")
+    queue_max: int = Field(
+        128, ge=1, description="Most prediction requests in progress, whatever the wait; past it, 503."
+    )
+    max_queue_wait_ms: float = Field(
+        500.0,
+        gt=0,
+        description="Longest an admitted prediction request should wait for those ahead of it, by the "
+        "measured rate of answers; requests that would wait longer get 503 with Retry-After at once.",
+    )
     unsure_below: float = Field(
         0.6,
         gt=0,

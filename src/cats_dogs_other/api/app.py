@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -27,6 +28,7 @@ from cats_dogs_other.api.middleware import (
 from cats_dogs_other.api.openapi import DESCRIPTION, TAGS, openapi_document
 from cats_dogs_other.api.problems import install_problem_handlers
 from cats_dogs_other.api.routes import router
+from cats_dogs_other.api.shedding import SHEDDER_STATE_KEY, LoadShedder
 from cats_dogs_other.api.state import Phase, ServedModel, ServiceState
 from cats_dogs_other.auth import JwksCache, TokenValidator
 from cats_dogs_other.cpu import available_cores
@@ -88,7 +90,7 @@ def worker_app(settings: Settings) -> FastAPI:
     environment); a spawned worker starts with Python's default logging and malloc settings."""
     configure_logging(settings.log_level)
     configure_malloc()
-    return create_app(settings)
+    return create_app(settings, freeze_heap=True)
 
 
 def create_app(
@@ -96,8 +98,11 @@ def create_app(
     classifier: ImageClassifier | None = None,
     source: ModelSource | None = None,
     tracer: trace.Tracer | None = None,
+    *,
+    freeze_heap: bool = False,
 ) -> FastAPI:
-    """Build the app. Pass an already loaded `classifier` (and its `source`) to share one between apps."""
+    """Build the app. Pass an already loaded `classifier` (and its `source`) to share one between apps.
+    `freeze_heap` (what `serve` does, once per process): after warm-up, `gc.freeze()` what exists."""
     settings = settings or Settings()
     provider = None
     if tracer is None:
@@ -119,7 +124,7 @@ def create_app(
         state.model = ServedModel.build(classifier, source, settings, state.metrics, tracer)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         if state.model is None:
             # A bad model fails start-up here, with the loader's message, rather than the first request.
             loaded, loaded_from = await anyio.to_thread.run_sync(load_classifier, settings)
@@ -127,13 +132,14 @@ def create_app(
         model = state.model
         _log_auth_mode(settings, state.token_validator)
         model.engine.start()
-        warm_up = asyncio.create_task(_warm_up(state, model))
+        warm_up = asyncio.create_task(_warm_up(state, model, freeze_heap))
         background = [warm_up]
         log.info("model %s", model.describe())
         if state.feedback is not None:
             background.append(asyncio.create_task(_prepare_feedback(state.feedback)))
         try:
-            yield
+            # Lifespan state: Uvicorn hands it to its protocols, where LimitedHttpProtocol finds the shedder.
+            yield {SHEDDER_STATE_KEY: LoadShedder.for_routers([router, feedback_router, v2.router], state)}
         finally:
             state.advance(Phase.STOPPING)
             for task in background:
@@ -226,7 +232,13 @@ async def _prepare_feedback(store: FeedbackStore) -> None:
         log.warning("feedback database not ready: %s POST /feedback answers 503 until it is.", exc)
 
 
-async def _warm_up(state: ServiceState, model: ServedModel) -> None:
+async def _warm_up(state: ServiceState, model: ServedModel, freeze_heap: bool) -> None:
     await anyio.to_thread.run_sync(model.classifier.warm_up, state.settings.batch_max_size)
+    if freeze_heap:
+        # Everything alive now (modules, the app, the model) lives as long as the process: moved out of
+        # the cyclic collector's reach, a full collection walks only what requests create. It paused
+        # the event loop for 67-93 ms before, 6-8 ms after (BENCHMARKS.md, *Overload*).
+        gc.collect()
+        gc.freeze()
     state.advance(Phase.READY)
     log.info("model warmed up; ready")

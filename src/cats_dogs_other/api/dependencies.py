@@ -19,6 +19,8 @@ from cats_dogs_other.auth.tokens import AuthFailure, FailureReason
 from cats_dogs_other.inference.service import InferenceService
 
 RETRY_AFTER_SECONDS = "5"
+# Where the HTTP protocol leaves an admitted request's place (`inference.admission.Ticket`).
+ADMISSION_TICKET_KEY = "cats_dogs_other.admission_ticket"
 KEYS_RETRY_AFTER_SECONDS = "10"
 log = logging.getLogger(__name__)
 
@@ -55,10 +57,15 @@ def serving_model(state: State) -> ServedModel:
 
 
 async def admitted_engine(
-    model: Annotated[ServedModel, Depends(serving_model)],
+    request: Request, model: Annotated[ServedModel, Depends(serving_model)]
 ) -> AsyncIterator[InferenceService]:
-    """Admission control, before the body is read: past QUEUE_MAX requests in flight, 503 at once."""
-    with model.engine.admission():
+    """Admission control, before the body is read: past what can be answered within MAX_QUEUE_WAIT_MS
+    (or QUEUE_MAX requests in flight), 503 at once. Behind Uvicorn with `LimitedHttpProtocol` the
+    protocol admitted the request already (`api.shedding`); otherwise it is admitted here."""
+    if ADMISSION_TICKET_KEY in request.scope.get("state", {}):
+        yield model.engine
+        return
+    with model.engine.admission.admitted():
         yield model.engine
 
 

@@ -94,7 +94,6 @@ DOCUMENT_ERROR_STATUS = {
     DocumentErrorKind.TOO_MANY_IMAGES: 413,
     DocumentErrorKind.TOO_SLOW: 422,
 }
-QUEUE_FULL_RETRY_AFTER_SECONDS = "1"
 FEEDBACK_RETRY_AFTER_SECONDS = "30"
 
 # Every error type the service turns into an answer; anything else is a 500 (RequestContextMiddleware).
@@ -118,7 +117,7 @@ def problem_for(exc: Exception, request: Request | None = None) -> Problem:
         return Problem(
             503,
             f"The service is at capacity ({exc}); retry shortly.",
-            {"Retry-After": QUEUE_FULL_RETRY_AFTER_SECONDS},
+            {"Retry-After": str(exc.retry_after_seconds)},
         )
     if isinstance(exc, FeedbackUnavailableError):
         return Problem(

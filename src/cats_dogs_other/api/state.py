@@ -52,7 +52,12 @@ class ServedModel:
         engine = InferenceService(
             classifier,
             max_pixels=settings.max_pixels,
-            batching=BatchingConfig(settings.batch_max_size, settings.batch_max_wait_ms, settings.queue_max),
+            batching=BatchingConfig(
+                settings.batch_max_size,
+                settings.batch_max_wait_ms,
+                settings.queue_max,
+                settings.max_queue_wait_ms,
+            ),
             decode_memory_bytes=settings.decode_memory_bytes,
             documents=settings.document_limits(),
             metrics=metrics,

@@ -23,7 +23,12 @@ log = logging.getLogger(__name__)
 
 
 class QueueFullError(RuntimeError):
-    """More inputs are waiting than the queue allows; retry later."""
+    """More inputs are waiting than the queue allows, or more work than can be answered in time; retry
+    after `retry_after_seconds`."""
+
+    def __init__(self, message: str, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 Each request decodes in a thread of its own (Pillow releases the GIL), so one request's decode overlaps
 another's inference; decoded inputs then go through the `MicroBatcher`, which runs one model call at a
 time over everything queued, because ONNX Runtime already spreads one call over every core.
+Admission (`AdmissionControl`) decides by expected wait which requests may start at all.
 Decode threads share one `MemoryBudget`: many large images, in one request or across clients, wait
 their turn instead of being decoded all at once.
 """
@@ -12,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -22,7 +22,8 @@ import numpy as np
 from opentelemetry import trace
 
 from cats_dogs_other.cpu import available_cores
-from cats_dogs_other.inference.batching import MicroBatcher, QueueFullError
+from cats_dogs_other.inference.admission import AdmissionControl
+from cats_dogs_other.inference.batching import MicroBatcher
 from cats_dogs_other.inference.budget import MemoryBudget
 from cats_dogs_other.inference.classifier import ImageClassifier, ModelInput, Prediction
 from cats_dogs_other.inference.decode import InvalidImageError
@@ -46,6 +47,7 @@ class BatchingConfig:
     max_batch_size: int
     max_wait_ms: float
     max_queue: int
+    max_queue_wait_ms: float = 500.0
 
 
 Outcome = Prediction | InvalidImageError
@@ -75,8 +77,12 @@ class InferenceService:
         self.tracer = tracer or trace.NoOpTracer()
         self.max_pixels = max_pixels
         self.document_limits = documents
-        self.max_in_flight = batching.max_queue
-        self.in_flight = 0
+        self.admission = AdmissionControl(
+            max_in_flight=batching.max_queue,
+            max_wait_seconds=batching.max_queue_wait_ms / 1000,
+            # Never fewer than keep a batch running and the next one filling.
+            min_in_flight=2 * batching.max_batch_size,
+        )
         self._decoders = anyio.CapacityLimiter(available_cores())
         self._model = anyio.CapacityLimiter(1)
         self.batcher = MicroBatcher(
@@ -91,23 +97,14 @@ class InferenceService:
         if metrics is not None:
             self.batcher.on_batch = metrics.observe_batch
             metrics.queue_depth.set_function(lambda: self.batcher.depth)
-            metrics.in_flight.set_function(lambda: self.in_flight)
+            metrics.in_flight.set_function(lambda: self.admission.in_flight)
+            metrics.admission_limit.set_function(lambda: self.admission.limit)
+            metrics.service_rate.set_function(lambda: self.admission.rate.per_second or 0.0)
             metrics.decode_memory.set_function(lambda: self.budget.in_use)
 
-    @contextmanager
-    def admission(self) -> Iterator[None]:
-        """Hold one of `max_queue` places for a request's whole life (read, decode, queue, model).
-
-        Bounding requests rather than only the model queue keeps every stage bounded: past the limit a
-        request is refused before its body is read, so overload answers fast instead of piling up.
-        """
-        if self.in_flight >= self.max_in_flight:
-            raise QueueFullError(f"{self.in_flight} requests are already in progress")
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
+    @property
+    def in_flight(self) -> int:
+        return self.admission.in_flight
 
     def start(self) -> None:
         self.batcher.start()

@@ -68,7 +68,18 @@ class ServiceMetrics:
         self.queue_depth = Gauge("cdo_inference_queue_depth", "Images waiting for the model.", registry=r)
         self.in_flight = Gauge(
             "cdo_inference_requests_in_progress",
-            "Prediction requests admitted and not yet answered (bounded by QUEUE_MAX).",
+            "Prediction requests admitted and not yet answered (bounded by cdo_admission_limit).",
+            registry=r,
+        )
+        self.admission_limit = Gauge(
+            "cdo_admission_limit",
+            "Prediction requests that may be in progress now: what the measured rate answers within "
+            "MAX_QUEUE_WAIT_MS, at most QUEUE_MAX.",
+            registry=r,
+        )
+        self.service_rate = Gauge(
+            "cdo_service_rate_requests_per_second",
+            "Prediction requests answered per second of busy time, as admission measures it.",
             registry=r,
         )
         self.decode_memory = Gauge(
