@@ -48,7 +48,7 @@ def wait_for(condition: object, timeout: float = 30) -> None:
 
 
 def test_concurrent_uploads_are_batched(sample_files: dict[str, Path]) -> None:
-    classifier = ImageClassifier.load()
+    classifier = ImageClassifier.load(threads=1)  # one model call at a time: the rest queue behind it
     app = create_app(Settings(auth_disabled=True, batch_max_size=8, batch_max_wait_ms=0), classifier)
     data = sample_files["Dog"].read_bytes()
     with ready_server(app) as base_url, ThreadPoolExecutor(max_workers=7) as pool:
@@ -61,6 +61,25 @@ def test_concurrent_uploads_are_batched(sample_files: dict[str, Path]) -> None:
         gate.open.set()
         assert [f.result().json()["prediction"] for f in [first, *rest]] == ["Dog"] * 7
     assert gate.batches == [1, 6]
+
+
+def test_batches_run_side_by_side_one_per_inference_thread(sample_files: dict[str, Path]) -> None:
+    classifier = ImageClassifier.load(threads=2, threads_per_call=1)
+    assert classifier.parallel_calls == 2
+    app = create_app(Settings(auth_disabled=True, batch_max_size=8, batch_max_wait_ms=0), classifier)
+    data = sample_files["Dog"].read_bytes()
+    with ready_server(app) as base_url, ThreadPoolExecutor(max_workers=4) as pool:
+        gate = Gate(classifier)
+        first = pool.submit(post, base_url, data)
+        assert gate.entered.acquire(timeout=30)  # one call holds the first thread
+        second = pool.submit(post, base_url, data)
+        assert gate.entered.acquire(timeout=30)  # and a second call runs beside it, not behind it
+        rest = [pool.submit(post, base_url, data) for _ in range(2)]
+        batcher = app.state.service.model.engine.batcher
+        wait_for(lambda: batcher.depth == 2)  # both threads busy: the next ones queue
+        gate.open.set()
+        assert [f.result().json()["prediction"] for f in [first, second, *rest]] == ["Dog"] * 4
+    assert gate.batches == [1, 1, 2]
 
 
 def test_full_service_answers_503_at_once_and_recovers(sample_files: dict[str, Path]) -> None:

@@ -50,7 +50,11 @@ def load_classifier(settings: Settings) -> tuple[ImageClassifier, ModelSource]:
     source = resolve_model(settings.model_uri, settings.model_cache_dir, settings.mlflow_registry())
     threads = settings.inference_threads or max(1, available_cores() // settings.workers)
     classifier = ImageClassifier.load(
-        source.path, card=source.card, max_pixels=settings.max_pixels, threads=threads
+        source.path,
+        card=source.card,
+        max_pixels=settings.max_pixels,
+        threads=threads,
+        threads_per_call=settings.inference_threads_per_call,
     )
     return classifier, source
 

@@ -1,8 +1,9 @@
 """Dynamic micro-batching: concurrent requests share one model call, and a full queue says so at once.
 
-Requests decode in their own threads, then queue their model input here. One worker takes everything
-queued (up to `max_batch_size`), waiting at most `max_wait_ms` for more only when the model is idle, and
-runs the batch in the model thread. Under load, batches fill by themselves while the previous one runs;
+Requests decode in their own threads, then queue their model input here. A worker takes everything
+queued (up to `max_batch_size`), waiting at most `max_wait_ms` for more only when it is idle, and runs
+the batch in a model thread; `parallel` workers run that many batches side by side (one per inference
+thread, `ModelRunner.parallel_calls`). Under load, batches fill by themselves while others run;
 a lone request waits `max_wait_ms` at most, and not at all when no other request is being decoded.
 The queue is bounded: when it is full, `submit` raises `QueueFullError` immediately, so latency cannot
 grow without bound (the API answers 503).
@@ -67,15 +68,17 @@ class MicroBatcher:
         max_wait_ms: float,
         max_queue: int = 64,
         more_coming: Callable[[], bool] | None = None,
+        parallel: int = 1,
     ) -> None:
         self._run = run
+        self.parallel = parallel  # batches in the model at once: one worker each
         # Whether other requests are on their way (decoding now): waiting for company is pointless if not.
         self._more_coming = more_coming or (lambda: True)
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
         self.batches = 0
         self.items = 0
         self.largest = 0
@@ -91,15 +94,18 @@ class MicroBatcher:
         return BatchStats(self.batches, self.items, self.largest)
 
     def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.create_task(self._work(), name="micro-batcher")
+        if not self._workers:
+            self._workers = [
+                asyncio.create_task(self._work(), name=f"micro-batcher-{i}") for i in range(self.parallel)
+            ]
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+                await worker
+        self._workers = []
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.future.done():
@@ -114,7 +120,7 @@ class MicroBatcher:
         """Like `submit`, with when it waited and ran (for tracing)."""
         if self._queue.qsize() >= self.max_queue:
             raise QueueFullError(f"{self.max_queue} images are already waiting for the model")
-        if self._worker is None:
+        if not self._workers:
             raise RuntimeError("the batcher is not running")
         future: asyncio.Future[tuple[np.ndarray, BatchTiming]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(item, future, time.perf_counter(), time.time_ns()))

@@ -83,10 +83,13 @@ class ImageClassifier:
         threads: int | None = None,
         card: ModelCard | None = None,
         registry: MlflowRegistry | None = None,
+        threads_per_call: int = 1,
     ) -> ImageClassifier:
         """A model by path or URI (default: the built-in model); see `models.source`."""
         source = resolve_model(model, registry=registry)
-        return cls.from_source(source, card=card, max_pixels=max_pixels, threads=threads)
+        return cls.from_source(
+            source, card=card, max_pixels=max_pixels, threads=threads, threads_per_call=threads_per_call
+        )
 
     @classmethod
     def from_source(
@@ -96,8 +99,10 @@ class ImageClassifier:
         card: ModelCard | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
+        threads_per_call: int = 1,
     ) -> ImageClassifier:
-        """An already resolved model: its runner by kind, its card (given, shipped, or the kind's default)."""
+        """An already resolved model: its runner by kind, its card (given, shipped, or the kind's default).
+        `threads` for inference in all; an ONNX model runs `threads // threads_per_call` calls at once."""
         threads = threads or available_cores()
         runner: ModelRunner
         if source.kind == "keras":
@@ -106,8 +111,13 @@ class ImageClassifier:
             runner = keras_runner
         else:
             card = card or source.card or ModelCard()
-            runner = OnnxRunner(source.path, card, threads)
+            runner = OnnxRunner(source.path, card, threads, threads_per_call)
         return cls(runner, card, source.path, max_pixels=max_pixels)
+
+    @property
+    def parallel_calls(self) -> int:
+        """Model calls that may run at once (`ModelRunner.parallel_calls`)."""
+        return self._runner.parallel_calls
 
     @property
     def name(self) -> str:

@@ -17,17 +17,30 @@ COURSE_MEANS = (123.68, 116.779, 103.939)
 
 
 class ModelRunner(Protocol):
+    # How many `run` calls may go on at once, each on its own threads (the engine runs that many).
+    parallel_calls: int
+
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
     def output_width(self) -> int | None: ...
 
 
 class OnnxRunner:
-    def __init__(self, path: Path, card: ModelCard, threads: int) -> None:
+    """One ONNX Runtime session, run from `threads // threads_per_call` threads at once.
+
+    One thread per call, calls side by side, is the default: measured on two cores with the default
+    model, one call on two threads gives 304-387 images/s at 4.3-4.8 CPU-ms an image (its threads
+    synchronise at every layer), two one-thread calls at once 422-435 at 4.1-4.2, even at batch 1
+    (BENCHMARKS.md, *Where the time goes*). An ONNX Runtime session may be run from several threads.
+    """
+
+    def __init__(self, path: Path, card: ModelCard, threads: int, threads_per_call: int = 1) -> None:
         import onnxruntime as ort
 
+        per_call = max(1, min(threads_per_call, threads))
+        self.parallel_calls = max(1, threads // per_call)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = per_call
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -62,6 +75,8 @@ class OnnxRunner:
 
 class KerasRunner:
     """A .keras or .h5 file run by Keras 3 on the PyTorch backend (already used for training)."""
+
+    parallel_calls = 1  # PyTorch's thread pool is the process's: one call at a time, on every thread
 
     def __init__(self, path: Path, threads: int) -> None:
         os.environ.setdefault("KERAS_BACKEND", "torch")
