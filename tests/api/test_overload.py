@@ -237,3 +237,19 @@ def test_a_burst_past_capacity_gets_only_200_and_503_and_every_place_back(
         assert "Invalid HTTP request" not in server.logs()  # refusals are not parse errors
     finally:
         server.stop()
+
+
+def test_the_protocol_admits_exactly_the_prediction_routes() -> None:
+    from cats_dogs_other.api import v2
+    from cats_dogs_other.api.feedback import router as feedback_router
+    from cats_dogs_other.api.routes import router
+    from cats_dogs_other.api.shedding import LoadShedder
+
+    app = create_app(Settings(auth_disabled=True))
+    shedder = LoadShedder.for_routers([router, feedback_router, v2.router], app.state.service)
+    assert {route.template for route in shedder.routes} == {
+        "/upload",
+        "/predict",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+    }  # feedback is admitted apart (its rate is its database's), health and metrics never

@@ -129,3 +129,12 @@ def test_service_rate_needs_a_whole_window_of_busy_time() -> None:
     clock.now += RATE_WINDOW_SECONDS / 2
     rate.answered(clock.now)
     assert rate.per_second is None
+
+
+def test_a_count_only_control_ignores_the_rate() -> None:
+    clock = Clock()
+    admission = AdmissionControl(
+        max_in_flight=48, max_wait_seconds=0, min_in_flight=1, by_time=False, clock=clock
+    )
+    serve(admission, clock, answers=40, each=0.5)  # 2 answers per second
+    assert admission.limit == 48

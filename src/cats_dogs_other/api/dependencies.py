@@ -72,6 +72,18 @@ async def admitted_engine(
 Engine = Annotated[InferenceService, Depends(admitted_engine)]
 
 
+async def feedback_engine(
+    model: Annotated[ServedModel, Depends(serving_model)],
+) -> AsyncIterator[InferenceService]:
+    """Admission for feedback (it decodes the image it stores): counted apart from predictions, whose
+    time-based limit it must not move, against QUEUE_MAX only."""
+    with model.engine.feedback_admission.admitted():
+        yield model.engine
+
+
+FeedbackEngine = Annotated[InferenceService, Depends(feedback_engine)]
+
+
 def _refuse(
     request: Request, state: ServiceState, reason: FailureReason, status: int, detail: str, header: str
 ) -> HTTPException:

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
-from cats_dogs_other.api.dependencies import Engine, FeedbackSubject, State
+from cats_dogs_other.api.dependencies import FeedbackEngine, FeedbackSubject, State
 from cats_dogs_other.api.multipart import read_form
 from cats_dogs_other.api.openapi import problem_responses
 from cats_dogs_other.api.schemas import FeedbackStored
@@ -73,7 +73,7 @@ _FORM = {
     openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM}}}},
 )
 async def feedback(
-    request: Request, store: Store, subject: FeedbackSubject, engine: Engine, state: State
+    request: Request, store: Store, subject: FeedbackSubject, engine: FeedbackEngine, state: State
 ) -> FeedbackStored:
     """Send the image as the part `file` (for an image of a PDF: the PDF, with `page` and `index` as
     /predict numbered them) and its right `label`. The image is stored once per content (its sha256),

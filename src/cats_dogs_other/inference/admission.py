@@ -76,10 +76,12 @@ class AdmissionControl:
         max_in_flight: int,
         max_wait_seconds: float,
         min_in_flight: int,
+        by_time: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_in_flight = max_in_flight  # QUEUE_MAX: the hard cap, and the limit until a rate is known
         self.max_wait_seconds = max_wait_seconds
+        self.by_time = by_time  # False: a plain count (QUEUE_MAX), for work whose rate says nothing here
         self.min_in_flight = min(min_in_flight, max_in_flight)  # never shut below what keeps cores busy
         self.in_flight = 0
         self.rate = ServiceRate(clock)
@@ -89,7 +91,7 @@ class AdmissionControl:
     def limit(self) -> int:
         """Requests that can be in progress now and all be answered within the budget."""
         rate = self.rate.per_second
-        if rate is None:
+        if rate is None or not self.by_time:
             return self.max_in_flight
         by_time = math.floor(rate * self.max_wait_seconds)
         return max(self.min_in_flight, min(self.max_in_flight, by_time))

@@ -84,6 +84,11 @@ class InferenceService:
             # Never fewer than keep a batch running and the next one filling.
             min_in_flight=2 * batching.max_batch_size,
         )
+        # Feedback is paced by its database, not the model: its rate must neither shut predictions out
+        # nor be judged by theirs, so it is counted apart, against QUEUE_MAX only.
+        self.feedback_admission = AdmissionControl(
+            max_in_flight=batching.max_queue, max_wait_seconds=0, min_in_flight=1, by_time=False
+        )
         self._decoders = anyio.CapacityLimiter(available_cores())
         self._model = anyio.CapacityLimiter(classifier.parallel_calls)
         self.batcher = MicroBatcher(
