@@ -85,7 +85,8 @@ class _Answer:
     headers: dict[str, str] = field(default_factory=dict)
     instance: str | None = None
     request_id: str | None = None
-    linger: bool = False
+    linger: bool = False  # half-close and drop what still arrives, rather than close with unread bytes
+    logged: bool = True  # shed requests are summed up by the shedder instead
 
 
 class _RefusedError(Exception):
@@ -111,6 +112,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._header_count = 0
         self._refusal: _Answer | None = None
+        self._deferred: _Answer | None = None  # a refusal waiting for the answer in progress to be sent
         self._discarding = False  # after a shed request's 503: what arrives is dropped
         self._linger_timer: asyncio.TimerHandle | None = None
         shedder = self.app_state.get(SHEDDER_STATE_KEY) if isinstance(self.app_state, dict) else None
@@ -118,6 +120,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._tickets: list[Ticket] = []  # places taken by this connection's requests (released twice: ok)
         self._answered_here = False  # the current request was answered here (GET /health, or shed)
         self._shed_pending = False
+        self._answered_in_this_read = 0  # requests of the current read answered here
 
     @classmethod
     def with_limits(cls, limits: ProtocolLimits) -> type[asyncio.Protocol]:
@@ -139,6 +142,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._discarding:
             return
+        self._answered_in_this_read = 0
         while data and not self.transport.is_closing() and not self._discarding:
             if not self._in_headers:
                 self._feed(data)
@@ -189,19 +193,29 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._disarm()
         if len(self.pipeline) >= MAX_PIPELINED_REQUESTS:
             detail = f"Over {MAX_PIPELINED_REQUESTS} requests were sent ahead on one connection."
-            self._refusal = _Answer(HTTPStatus.TOO_MANY_REQUESTS, detail)
+            self._refusal = _Answer(
+                HTTPStatus.TOO_MANY_REQUESTS, detail, linger=True
+            )  # no reset: the 429 arrives
             raise _RefusedError
         # A request pipelined behind one still being answered is left to the app: an answer written from
         # here now would overtake the answer before it.
-        # Nor is a request whose client is not reading its answers (the transport's buffer is full): the
-        # app's path waits for it to drain, and counts what is pipelined meanwhile.
+        # Nor is a request whose client is not reading its answers (something is still buffered to send):
+        # the app's path waits for the buffer to drain, and counts what is pipelined meanwhile.
         idle = self.cycle is None or self.cycle.response_complete
-        ready = idle and not self.flow.write_paused and self._shedder is not None
+        # And the protocol answers at most MAX_PIPELINED_REQUESTS of what one read brings: a client that
+        # pipelines thousands of requests and reads nothing meets the app's pipelining limit (429).
+        drained = not self.flow.write_paused and self.transport.get_write_buffer_size() == 0
+        few = self._answered_in_this_read < MAX_PIPELINED_REQUESTS
+        ready = idle and drained and few and self._shedder is not None
         if ready and self._answered_before_the_app(self._shedder):  # type: ignore[arg-type]
             return
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
+        if self._deferred is not None:
+            answer, self._deferred = self._deferred, None
+            self._answer(answer)
+            return
         self._tickets = [ticket for ticket in self._tickets if not ticket.released]
         super().on_response_complete()
         if self.pipeline:  # Uvicorn resumes reading here; more would only queue behind what waits
@@ -230,8 +244,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._refusal is None:
             super().send_400_response(msg)
             return
-        if not self._refusal.linger:  # shed requests are summed up by the shedder instead
+        if self._refusal.logged:
             log.info("refusing a request: %s", self._refusal.detail)
+        if self.cycle is not None and not self.cycle.response_complete:
+            # An earlier request's answer is still to come: the refusal follows it (answers keep their
+            # order), nothing more is read, and what was pipelined behind is dropped.
+            self._deferred = self._refusal
+            self._discarding = True
+            self.pipeline.clear()
+            return
         self._answer(self._refusal)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -248,6 +269,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         method = self.parser.get_method()
         path = self.url.split(b"?", 1)[0]
         if path == LIVENESS_PATH and method == b"GET":
+            self._answered_in_this_read += 1
             self._answer_liveness()
             return True
         admitted = shedder.admit(method, self.url)
@@ -264,10 +286,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             instance=path.decode("ascii", "replace"),
             request_id=self._request_id(),
             linger=True,
+            logged=False,
         )
         if self._body_can_be_skipped():
             self._answered_here = True  # its body is dropped as it arrives; the connection stays open
             self._shed_pending = True
+            self._answered_in_this_read += 1
             self.transport.write(_problem_bytes(answer, self.server_state.default_headers, close=False))
             return True
         self._refusal = answer
