@@ -84,6 +84,8 @@ benchmark: install
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/quantization.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/cost.py
+	$(BIN)/python benchmarks/profile.py
 
 # The image's hash-pinned lock (deploy/docker/requirements.lock), for Linux x86_64 and Python 3.11 as in
 # the Dockerfile; uv is used only here, so it is installed on demand.

@@ -13,10 +13,12 @@ import sys
 import uvicorn
 from fastapi import FastAPI, File, UploadFile
 
+from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.classifier import ImageClassifier
 
 app = FastAPI()
-classifier = ImageClassifier.load()
+# As the course does it: one model call at a time, ONNX Runtime's threads on every core.
+classifier = ImageClassifier.load(threads_per_call=available_cores())
 
 
 @app.get("/health")

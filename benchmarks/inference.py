@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.classifier import ImageClassifier
 from machine import describe
 
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
 
-    classifier = ImageClassifier.load(args.model)
+    classifier = ImageClassifier.load(args.model, threads_per_call=available_cores())  # one call, every core
     blobs = [p.read_bytes() for p in sorted(args.images.rglob("*.png"))]
     print(f"Machine: {describe()}")
     print(

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.training.train import TrainConfig, train
 from machine import describe
@@ -36,7 +37,7 @@ def rate(seconds: float, step: int, work: object) -> float:
 
 
 def measure(path: Path, blobs: list[bytes], seconds: float) -> dict[str, float]:
-    classifier = ImageClassifier.load(path)
+    classifier = ImageClassifier.load(path, threads_per_call=available_cores())  # one call, every core
     decoded = np.stack([classifier.decode(b) for b in blobs])
     results = {}
     for batch in (1, 8):

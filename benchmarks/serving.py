@@ -2,18 +2,23 @@
 
     .venv/bin/python benchmarks/serving.py [--duration 10] [--concurrency 1 4 16 64] [--out DIR]
 
-Needs `wrk` (Debian package; `make benchmark` installs it). Runs, on this machine, in this order:
+Needs `wrk` (Debian package; `make benchmark` installs it, and LitServe). Runs, on this machine, in order:
 1. the in-process limit: decode + infer one image at a time in a plain loop, no HTTP;
 2. this service (`cats-dogs-other serve`) with auth off, then on (a real RS256 token, keys cached);
-3. the course-style baseline (`benchmarks/baseline_server.py`);
+3. LitServe serving the same model file with its own batching (`benchmarks/litserve_server.py`), as
+   it comes (one inference worker) and with a worker per core;
+4. the course-style baseline (`benchmarks/baseline_server.py`);
 each under wrk at every concurrency, with `/health` probed every 50 ms during the load. Then this service
-at concurrency 256, where every answer must be a 200 or a fast 503. Prints Markdown for BENCHMARKS.md,
-writes the raw numbers as JSON and a latency-vs-throughput chart as PNG.
+at concurrency 256 with wrk's default 2 s timeout, where every answer must be a 200 or a fast 503, and a
+separate client times its own 503s. The bodies are 16 dataset images as small JPEGs (quality 90, about
+the 36 KB of a web photo), or the dataset's PNGs with `--body-format png`. Prints Markdown for
+BENCHMARKS.md, writes the raw numbers as JSON and a latency-vs-throughput chart as PNG.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -34,8 +39,10 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.classifier import ImageClassifier
 from machine import describe
 
@@ -51,20 +58,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_bodies(images: list[Path], folder: Path) -> int:
+def encoded(path: Path, body_format: str) -> bytes:
+    """The image file as sent: the dataset's PNG, or the same picture as a quality-90 JPEG."""
+    if body_format == "png":
+        return path.read_bytes()
+    out = io.BytesIO()
+    Image.open(path).convert("RGB").save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def multipart_body(name: str, data: bytes, field: str = "file") -> bytes:
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def write_bodies(images: list[Path], folder: Path, body_format: str = "jpeg") -> int:
     for i, path in enumerate(images):
-        head = (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        ).encode()
-        (folder / f"body_{i}.bin").write_bytes(head + path.read_bytes() + f"\r\n--{BOUNDARY}--\r\n".encode())
+        (folder / f"body_{i}.bin").write_bytes(multipart_body(path.name, encoded(path, body_format)))
     return len(images)
 
 
-def in_process_limit(images: list[Path], seconds: float) -> float:
-    """Images per second, decode + infer one at a time, as a plain loop would."""
-    classifier = ImageClassifier.load()
-    blobs = [p.read_bytes() for p in images]
+def in_process_limit(images: list[Path], seconds: float, body_format: str = "jpeg") -> float:
+    """Images per second, decode + infer one at a time, as a plain loop would (the model on every core)."""
+    classifier = ImageClassifier.load(threads_per_call=available_cores())
+    blobs = [encoded(p, body_format) for p in images]
     classifier.predict(blobs[:1])
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -131,7 +151,7 @@ def token_check_cost_us(provider: JwksServer, calls: int = 2000) -> float:
 
 @contextmanager
 def server(
-    command: list[str], port: int, env: dict[str, str] | None = None
+    command: list[str], port: int, env: dict[str, str] | None = None, ready_path: str = "/ready"
 ) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
         command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -141,7 +161,7 @@ def server(
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    if client.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
+                    if client.get(f"http://127.0.0.1:{port}{ready_path}").status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
@@ -197,7 +217,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_wrk(
-    base_url: str, bodies: Path, count: int, concurrency: int, seconds: float, token: str | None = None
+    base_url: str,
+    bodies: Path,
+    count: int,
+    concurrency: int,
+    seconds: float,
+    token: str | None = None,
+    timeout_s: int = 10,
 ) -> dict[str, Any]:
     health: list[float] = []
     uploads: list[tuple[int, float]] = []
@@ -214,7 +240,7 @@ def run_wrk(
         f"-c{concurrency}",
         f"-d{int(seconds)}s",
         "--timeout",
-        "10s",
+        f"{timeout_s}s",
         "-s",
         str(HERE / "multipart.lua"),
         base_url,
@@ -261,12 +287,14 @@ def measure_server(
     seconds: float,
     env: dict[str, str] | None = None,
     token: str | None = None,
+    ready_path: str = "/ready",
+    timeout_s: int = 10,
 ) -> dict[str, Any]:
     base_url = f"http://127.0.0.1:{port}"
-    with server(command, port, env) as process:
+    with server(command, port, env, ready_path) as process:
         runs = []
         for concurrency in levels:
-            runs.append(run_wrk(base_url, bodies, count, concurrency, seconds, token))
+            runs.append(run_wrk(base_url, bodies, count, concurrency, seconds, token, timeout_s))
             print(f"  {label} c={concurrency}: {runs[-1]['rps']:.1f} req/s", file=sys.stderr, flush=True)
         rss = peak_rss_mib(process.pid)
     return {"label": label, "runs": runs, "peak_rss_mib": rss}
@@ -290,9 +318,9 @@ def service_command(port: int, *extra: str) -> list[str]:
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| server | conc. | req/s | p50 ms | p95 ms | p99 ms | p99/p50 | errors | non-200 | /health p50 ms | "
-        "/health p99 ms | peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | conc. | req/s | p50 ms | p95 ms | p99 ms | max ms | p99/p50 | errors | non-200 | "
+        "/health p50 ms | /health p99 ms | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results:
         for run in result["runs"]:
@@ -300,7 +328,7 @@ def table(results: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| {result['label']} | {run['concurrency']} | {run['rps']:.1f} | "
                 f"{run['p50_us'] / 1000:.1f} | "
-                f"{run['p95_us'] / 1000:.1f} | {run['p99_us'] / 1000:.1f} | "
+                f"{run['p95_us'] / 1000:.1f} | {run['p99_us'] / 1000:.1f} | {run['max_us'] / 1000:.0f} | "
                 f"{run['p99_us'] / max(run['p50_us'], 1):.2f} | "
                 f"{errors} | {run['non_200']} | {run['health_p50_ms']:.1f} | {run['health_p99_ms']:.1f} | "
                 f"{result['peak_rss_mib']:.0f} |"
@@ -349,6 +377,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--only-service", action="store_true", help="skip the baseline and auth-on runs")
     parser.add_argument("--serve-args", default="", help="extra `serve` flags, e.g. '--workers 2'")
+    parser.add_argument("--body-format", choices=["jpeg", "png"], default="jpeg")
+    parser.add_argument("--no-litserve", action="store_true", help="skip the LitServe row")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (or make benchmark)")
@@ -358,9 +388,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         bodies = Path(folder)
-        count = write_bodies(images, bodies)
+        count = write_bodies(images, bodies, args.body_format)
+        sizes = [len(path.read_bytes()) for path in bodies.glob("body_*.bin")]
         print(f"Machine: {describe()}", file=sys.stderr)
-        limit = in_process_limit(sorted(args.images.rglob("*.png")), args.duration)
+        limit = in_process_limit(sorted(args.images.rglob("*.png")), args.duration, args.body_format)
         print(f"  in-process limit: {limit:.1f} images/s", file=sys.stderr)
         results = []
         port = free_port()
@@ -398,6 +429,24 @@ def main() -> None:
                     provider.token(),
                 )
             )
+            # LitServe as it comes (one inference worker, the model on every core), and tuned for this
+            # machine (a worker per core: two processes, so two GILs).
+            for label, workers in (
+                [] if args.no_litserve else [("LitServe", "1"), ("LitServe, 2 workers", "2")]
+            ):
+                port = free_port()
+                results.append(
+                    measure_server(
+                        label,
+                        [sys.executable, str(HERE / "litserve_server.py"), str(port), "--workers", workers],
+                        port,
+                        bodies,
+                        count,
+                        args.concurrency,
+                        args.duration,
+                        ready_path="/health",
+                    )
+                )
             port = free_port()
             results.append(
                 measure_server(
@@ -419,9 +468,14 @@ def main() -> None:
             count,
             [256],
             args.duration,
+            timeout_s=2,  # wrk's default: a client that gives up after 2 s
         )
 
     print(f"Machine: {describe()}\n")
+    print(
+        f"Bodies: 16 dataset images as {args.body_format.upper()}, "
+        f"{statistics.median(sizes) / 1000:.0f} KB median multipart body\n"
+    )
     print(f"In-process limit (decode + infer, one image at a time, no HTTP): **{limit:.1f} images/s**\n")
     print(table([*results, overload]))
     by_label = {r["label"]: {run["concurrency"]: run for run in r["runs"]} for r in results}
@@ -434,6 +488,9 @@ def main() -> None:
             baseline = by_label["course baseline"][16]
             auth_on = by_label["service, auth on"][16]
             print(f"- service / course baseline: {service['rps'] / baseline['rps']:.2f}x")
+            for label in ("LitServe", "LitServe, 2 workers"):
+                if label in by_label:
+                    print(f"- service / {label}: {service['rps'] / by_label[label][16]['rps']:.2f}x")
             print(
                 f"- auth on / auth off: {auth_on['rps'] / service['rps']:.3f}x "
                 f"(cost {100 * (1 - auth_on['rps'] / service['rps']):.1f}%; run-to-run noise here is ~10%)"
@@ -444,11 +501,14 @@ def main() -> None:
                     f"{100 * check_us / (1e6 / service['rps']):.1f}% of a request's time at this throughput"
                 )
     run = overload["runs"][0]
+    other_errors = sum(run["errors"][k] for k in ("connect", "read", "write"))
     fast_503 = statistics.fmean([run["p99_us"] / 1000])
     probe = run["probe_503"]
     print(
-        f"\nAt concurrency 256: statuses {run['statuses']}, timeouts {run['errors']['timeout']}, "
-        f"p99 of all answers {fast_503:.0f} ms, /health p99 {run['health_p99_ms']:.1f} ms; a probing client "
+        f"\nAt concurrency 256 (wrk timeout 2 s): statuses {run['statuses']}, timeouts "
+        f"{run['errors']['timeout']}, other errors {other_errors}, "
+        f"p99 of all answers {fast_503:.0f} ms, slowest {run['max_us'] / 1000:.0f} ms, "
+        f"/health p99 {run['health_p99_ms']:.1f} ms; a probing client "
         f"got {probe['count']} 503s out of {probe['of']} uploads, answered in "
         f"{probe['p50_ms']:.1f} ms (p50) / "
         f"{probe['p99_ms']:.1f} ms (p99)"
