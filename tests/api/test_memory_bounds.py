@@ -213,6 +213,22 @@ def test_malformed_v2_requests_are_400_in_the_v2_error_shape(server: ServeProces
     assert response.json()["error"] == response.json()["detail"]
 
 
+def test_a_client_that_leaves_during_its_body_is_logged_as_499_without_a_traceback(
+    server: ServeProcess,
+) -> None:
+    head = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"{head}Content-Length: 100000\r\nX-Request-ID: leaves-early\r\n\r\n".encode())
+        sock.sendall(b'--b\r\nContent-Disposition: form-data; name="file"; filename="c.png"\r\n\r\n')
+    deadline = time.monotonic() + 10
+    while '"request_id": "leaves-early"' not in server.logs():
+        assert time.monotonic() < deadline, "the request was never logged"
+        time.sleep(0.05)
+    (line,) = [entry for entry in server.logs().splitlines() if '"request_id": "leaves-early"' in entry]
+    assert json.loads(line)["status"] == 499
+    assert "Traceback" not in line
+
+
 def test_malformed_v2_requests_leave_no_traceback_in_the_logs(server: ServeProcess) -> None:
     for body in MALFORMED_V2.values():
         httpx.post(server.base_url + V2_INFER, content=body, timeout=30)

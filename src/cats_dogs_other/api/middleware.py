@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import anyio
 from opentelemetry import trace
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cats_dogs_other.api.dependencies import ADMISSION_TICKET_KEY
@@ -97,6 +97,9 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_tracking)
+        except ClientDisconnect:
+            # The client left while its body was being read: nobody to answer, nothing went wrong here.
+            scope.setdefault("state", {})["client_disconnected"] = True
         except Exception:
             # The last line of defence: log the traceback (never the request), answer a bare 500.
             error_log.exception("unhandled error", extra={"request_id": request_id})
