@@ -14,7 +14,6 @@ distinct photos of the course's PDFs, through POST /predict). Prints Markdown fo
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -24,12 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+from tests.images import encode, heic, phone_photo  # noqa: E402
 from tests.pdfs import RawImage, hand_pdf  # noqa: E402
 
 from cats_dogs_other.inference.decode import HEIF_AVAILABLE  # noqa: E402
@@ -40,46 +39,23 @@ from serving import DEFAULT_IMAGES, encoded, free_port, multipart_body, server, 
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def photo(image: Image.Image, size: tuple[int, int], noise_level: int = 10) -> Image.Image:
-    """The image at a phone camera's size with sensor-like noise, which sets the file's weight: level 10
-    makes a quality-92 JPEG of 4 MB (a phone's), level 3 AVIF and HEIC files of 0.6-2 MB (a phone's)."""
-    big = np.asarray(image.convert("RGB").resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
-    shape = (size[1], size[0], 1)
-    noise = np.random.default_rng(7).integers(-noise_level, noise_level + 1, shape, dtype=np.int16)
-    return Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8))
-
-
-def save(image: Image.Image, fmt: str, **options: object) -> bytes:
-    out = io.BytesIO()
-    image.save(out, fmt, **options)
-    return out.getvalue()
-
-
-def heic(image: Image.Image) -> bytes:
-    import pillow_heif  # the tests' encoder (dev dependency); the service decodes with pi-heif
-
-    out = io.BytesIO()
-    pillow_heif.from_pillow(image).save(out, quality=50)
-    return out.getvalue()
-
-
 def inputs(images: list[Path]) -> dict[str, tuple[str, list[bytes], int]]:
     """Each kind: its route, its multipart bodies, and the images one request holds."""
     source = Image.open(images[0])
-    phone = photo(source, (4032, 3024))
-    smooth = photo(source, (4032, 3024), noise_level=3)
+    phone = phone_photo(source, (4032, 3024))
+    smooth = phone_photo(source, (4032, 3024), noise_level=3)
     kinds = {
         "small JPEG (~30 KB, 500 px)": ("/upload", [encoded(p, "jpeg") for p in images], 1),
-        "12 MP JPEG (4032x3024)": ("/upload", [save(phone, "JPEG", quality=92)], 1),
+        "12 MP JPEG (4032x3024)": ("/upload", [encode(phone, "JPEG", quality=92)], 1),
         "2500 px PNG (2500x1875)": (
             "/upload",
-            [save(source.convert("RGB").resize((2500, 1875), Image.Resampling.BICUBIC), "PNG")],
+            [encode(source.convert("RGB").resize((2500, 1875), Image.Resampling.BICUBIC), "PNG")],
             1,
         ),
-        "12 MP AVIF": ("/upload", [save(smooth, "AVIF", quality=75, speed=6)], 1),
+        "12 MP AVIF": ("/upload", [encode(smooth, "AVIF", quality=75, speed=6)], 1),
     }
     if HEIF_AVAILABLE:
-        kinds["12 MP HEIC"] = ("/upload", [heic(smooth)], 1)
+        kinds["12 MP HEIC"] = ("/upload", [heic(smooth, quality=50, fast=False)], 1)
     entries = b"/Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8 /Filter /DCTDecode"
     pdf = hand_pdf([[RawImage(entries % (w, h), data)] for w, h, data in ten_jpegs()])
     kinds["PDF of 10 images"] = ("/predict", [pdf], 10)

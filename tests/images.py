@@ -79,14 +79,26 @@ def chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def heic(image: Image.Image, quality: int = 90, exif: bytes | None = None) -> bytes:
+def heic(image: Image.Image, quality: int = 90, exif: bytes | None = None, fast: bool = True) -> bytes:
     """An HEIC file, encoded by pillow-heif (a test-only dependency: its wheels carry the x265 encoder)
-    without registering it with Pillow, so that decoding still goes through the service's pi-heif."""
+    without registering it with Pillow, so that decoding still goes through the service's pi-heif.
+    `fast`: x265's fastest preset (its default took 11 s for 12 MP); benchmarks keep the default."""
     import pillow_heif
 
     buffer = io.BytesIO()
-    options: dict[str, object] = {"enc_params": {"preset": "ultrafast"}}  # x265's slowest took 11 s for 12 MP
+    options: dict[str, object] = {"enc_params": {"preset": "ultrafast"}} if fast else {}
     if exif:
         options["exif"] = exif
     pillow_heif.from_pillow(image).save(buffer, quality=quality, **options)
     return buffer.getvalue()
+
+
+def phone_photo(image: Image.Image, size: tuple[int, int], noise_level: int = 10) -> Image.Image:
+    """The image at a phone camera's size with sensor-like noise, which sets the file's weight: level 10
+    makes a quality-92 JPEG of 4 MB (a phone's), level 3 AVIF and HEIC files of 0.6-2 MB."""
+    import numpy as np
+
+    big = np.asarray(image.convert("RGB").resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
+    shape = (size[1], size[0], 1)
+    noise = np.random.default_rng(7).integers(-noise_level, noise_level + 1, shape, dtype=np.int16)
+    return Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8))

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.api.conftest import ServeProcess, serve_command
-from tests.images import encode, heic
+from tests.images import encode, heic, phone_photo
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +23,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     process.stop()
 
 
-def _photo(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """The image at a phone camera's size, with sensor-like noise so it weighs what a photo weighs."""
-    big = np.asarray(image.resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
-    noise = np.random.default_rng(7).integers(-10, 11, (size[1], size[0], 1), dtype=np.int16)
-    return Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8))
-
-
 def _phone_files(image: Image.Image) -> dict[str, bytes]:
-    photo = _photo(image, (4032, 3024))  # 12.2 megapixels, an iPhone's main camera
+    photo = phone_photo(image, (4032, 3024))  # 12.2 megapixels, an iPhone's main camera
     return {
         "12 MP JPEG": encode(photo, "JPEG", quality=92),
         "2500 px PNG": encode(image.resize((2500, 1875), Image.Resampling.BICUBIC), "PNG"),
@@ -74,7 +67,7 @@ def test_heic_and_avif_count_their_pixels_as_sent(
             return 0.0
 
         for data in (
-            heic(_photo(image, (4032, 3024)), quality=50),
+            heic(phone_photo(image, (4032, 3024)), quality=50),
             encode(image.resize((3000, 2000)), "AVIF", speed=10),
         ):
             before = pixel_sum()
