@@ -144,3 +144,133 @@ def encrypted_pdf(image: Image.Image, user_password: str, owner_password: str = 
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
+
+
+_ZEROS_ENTRIES = b"/Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8 /Filter /FlateDecode /Name /I%d"  # noqa: E501
+_EMPTY_FORM = b"<< /Type /XObject /Subtype /Form /BBox [0 0 1 1] /Resources %s /Length 0 >>\nstream\n\nendstream"  # noqa: E501
+
+
+@functools.cache
+def _zeros_stream(width: int, height: int) -> bytes:
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (width * 3)
+    return b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+
+def zero_images(count: int = 64, side: int = 5000) -> bytes:
+    """One page of `count` distinct side x side RGB Flate images of zeros, each under MAX_PIXELS: the
+    issue's 4.7 MB document that took a server to 4.98 GB (distinct by their dictionaries' /Name)."""
+    stream = _zeros_stream(side, side)
+    return hand_pdf([[RawImage(_ZEROS_ENTRIES % (side, side, i), stream) for i in range(count)]])
+
+
+def form_forest(pages: int, forms: int, depth: int = 1) -> bytes:
+    """`pages` pages whose one shared resource dictionary names `forms` Form XObjects (nested `depth`
+    deep, no image anywhere): every page walks them all, so reading costs pages x forms visits."""
+    objects: list[bytes] = [b"", b""]
+
+    def add(body: bytes) -> int:
+        objects.append(body)
+        return len(objects)
+
+    inner = b"<< >>"
+    for _ in range(depth - 1):
+        nested = add(_EMPTY_FORM % inner)
+        inner = b"<< /XObject << /F %d 0 R >> >>" % nested
+    refs = [add(_EMPTY_FORM % inner) for _ in range(forms)]
+    names = b" ".join(b"/F%d %d 0 R" % (i, ref) for i, ref in enumerate(refs))
+    resources = add(b"<< /XObject << %s >> >>" % names)
+    kids = [
+        add(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] /Resources %d 0 R >>" % resources)
+        for _ in range(pages)
+    ]
+    objects[0] = b"<< /Type /Catalog /Pages 2 0 R >>"
+    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), pages)
+    return _assemble(objects)
+
+
+def hostile_document(seed: int, max_bytes: int = 9 << 20) -> bytes:
+    """A random mix, within the README's limits (a 10 MB body, 200 pages, 64 images, 47 megapixels), of
+    what costs a reader most: image counts and sizes, filters (Flate of zeros or noise, JPEG, none, soft
+    masks), Form nesting and counts, page counts and cross-reference sizes. The same seed, the same bytes."""
+    import random
+
+    rng = random.Random(seed)
+    pages: list[list[RawImage]] = [[] for _ in range(rng.randint(1, 200))]
+    budget = max_bytes
+    for _ in range(rng.choice([0, 1, 8, 32, 64])):
+        kind = rng.choice(["zeros", "noise", "jpeg", "raw", "masked", "gray"])
+        side = rng.choice([64, 500, 2000, 5000, 6800])
+        if kind == "zeros":
+            image = RawImage(_ZEROS_ENTRIES % (side, side, rng.randrange(1 << 30)), _zeros_stream(side, side))
+        elif kind == "noise":
+            side = min(side, 1000)
+            image = flate_image(Image.frombytes("RGB", (side, side), rng.randbytes(side * side * 3)))
+        elif kind == "jpeg":
+            image = jpeg_image(Image.new("RGB", (side, side), tuple(rng.randrange(256) for _ in range(3))))
+        elif kind == "raw":
+            side = min(side, 500)
+            entries = b"/Width %d /Height %d /ColorSpace /DeviceGray /BitsPerComponent 8"
+            image = RawImage(entries % (side, side), rng.randbytes(side * side))
+        elif kind == "masked":
+            mask = flate_image(Image.new("L", (side, side), rng.randrange(256)))
+            image = flate_image(Image.new("RGB", (side, side), (9, 9, 9)), soft_mask=mask)
+        else:
+            image = flate_image(Image.new("L", (side, side), rng.randrange(256)))
+        if len(image.stream) > budget // 2:
+            continue
+        budget -= len(image.stream)
+        rng.choice(pages).append(image)
+    document = hand_pdf(pages)
+    extra = rng.choice(["none", "forms", "xref"])
+    if extra == "forms":
+        forest = form_forest(rng.randint(1, 200), rng.choice([100, 4000, 30000]), rng.randint(1, 12))
+        return forest if len(forest) < max_bytes else document
+    if extra == "xref":
+        room = max(1, (max_bytes - len(document)) // 48)  # bytes an object and its entry take
+        return many_objects_pdf(min(rng.choice([10_000, 100_000, 480_000]), room))
+    return document
+
+
+def object_stream_pdf(extra_objects: int = 0) -> bytes:
+    """A one-page PDF 1.5 whose page lives in a compressed object stream, beside `extra_objects` small
+    arrays packed in the same stream, found through a compressed cross-reference stream."""
+    import struct
+
+    packed = [b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >>"] + [b"[1 2 3]"] * extra_objects
+    numbers = range(3, 3 + len(packed))  # 1: catalog, 2: pages, then the packed objects
+    offsets, size = [], 0
+    for item in packed:
+        offsets.append(size)
+        size += len(item) + 1
+    body = b"\n".join(packed) + b"\n"
+    header = b" ".join(b"%d %d" % (number, at) for number, at in zip(numbers, offsets, strict=True)) + b"\n"
+    stream_number, xref_number = 3 + len(packed), 4 + len(packed)
+    compressed = zlib.compress(header + body)
+    parts = [b"%PDF-1.5\n%\xe2\xe3\xcf\xd3\n"]
+    at = {}
+    for number, text in [
+        (1, b"<< /Type /Catalog /Pages 2 0 R >>"),
+        (2, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"),
+        (
+            stream_number,
+            b"<< /Type /ObjStm /N %d /First %d /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream"
+            % (len(packed), len(header), len(compressed), compressed),
+        ),
+    ]:
+        at[number] = sum(len(part) for part in parts)
+        parts.append(b"%d 0 obj\n%s\nendobj\n" % (number, text))
+    at[xref_number] = sum(len(part) for part in parts)
+    rows = [struct.pack(">BII", 0, 0, 65535)]
+    for number in range(1, xref_number + 1):
+        if number in at:
+            rows.append(struct.pack(">BII", 1, at[number], 0))
+        else:
+            rows.append(struct.pack(">BII", 2, stream_number, number - 3))
+    table = zlib.compress(b"".join(rows))
+    parts.append(
+        b"%d 0 obj\n<< /Type /XRef /Size %d /W [1 4 4] /Root 1 0 R /Filter /FlateDecode /Length %d >>\n"
+        b"stream\n%s\nendstream\nendobj\n" % (xref_number, xref_number + 1, len(table), table)
+    )
+    parts.append(b"startxref\n%d\n%%%%EOF\n" % at[xref_number])
+    return b"".join(parts)

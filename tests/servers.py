@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -88,3 +89,8 @@ class ProcessMemory:
         """Reset the peak to the current RSS (Linux clear_refs "5") and return that RSS."""
         Path(f"/proc/{self.pid}/clear_refs").write_text("5")
         return self.rss_mib()
+
+    def cpu_seconds(self) -> float:
+        """CPU time the process has used (user and system, all its threads), from /proc/PID/stat."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

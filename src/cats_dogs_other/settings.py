@@ -66,7 +66,10 @@ class Settings(BaseSettings):
         64, gt=0, description="Most images one PDF may hold (copies included); past it, 413."
     )
     pdf_time_budget_seconds: float = Field(
-        10.0, gt=0, description="Longest a PDF may take to read (not to classify); past it, 422."
+        10.0,
+        gt=0,
+        description="Seconds of work one request's documents may take in all (CPU time reading them and "
+        "decoding their images, and their share of model calls); past it, what is left is 422 too_slow.",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     cors_origins: Annotated[list[str], NoDecode] = Field(

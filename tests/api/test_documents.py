@@ -6,12 +6,15 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
+from cats_dogs_other.inference import documents
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.inference.documents import read_document
 from cats_dogs_other.settings import Settings
-from tests.pdfs import flate_bomb, flate_image, hand_pdf, jpeg_image, pillow_pdf
+from tests.pdfs import RawImage, flate_bomb, flate_image, hand_pdf, jpeg_image, pillow_pdf
 
 
 def post_files(client: TestClient, *files: tuple[str, bytes]) -> list[dict[str, object]]:
@@ -189,3 +192,36 @@ def test_one_request_of_many_document_images_is_answered_not_refused_as_overload
     predictions = [image["prediction"] for document in answer for image in document["images"]]  # type: ignore[union-attr]
     assert len(predictions) == 256
     assert set(predictions) <= {"Cat", "Dog", "Other"}
+
+
+def test_a_bug_on_the_document_path_is_a_500_not_the_clients_error(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only pypdf's errors and the project's input errors are the client's: our own bug while reading a
+    document is a 500 with the request id, logged with its traceback, so the 5xx alert sees it."""
+
+    def planted(*args: object) -> None:
+        raise KeyError("a bug of ours")
+
+    monkeypatch.setattr(documents, "_embedded", planted)
+    document = hand_pdf([[jpeg_image(Image.new("RGB", (8, 8)))]])
+    response = client.post("/predict", files=[("files", ("d.pdf", document, "application/pdf"))])
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["request_id"] == response.headers["x-request-id"]
+    assert "a bug of ours" not in response.text
+    assert any("KeyError" in (record.exc_text or "") for record in caplog.records)
+
+
+def test_a_decompression_bomb_in_a_document_is_413_beside_the_answered_images(client: TestClient) -> None:
+    bomb = RawImage(
+        b"/Width 5000 /Height 5000 /ColorSpace /DeviceRGB /BitsPerComponent 8 /Filter /FlateDecode",
+        flate_bomb(5000, 5000).stream,
+    )
+    document = hand_pdf([[bomb, jpeg_image(Image.new("RGB", (64, 64), "red"))]])
+    (answer,) = post_files(client, ("b.pdf", document))
+    refused, answered = answer["images"]  # type: ignore[index]
+    assert refused["error"]["status"] == 413
+    assert refused["error"]["code"] == "decompression_bomb"
+    assert (refused["page"], refused["index"]) == (0, 0)
+    assert answered["prediction"] in {"Cat", "Dog", "Other"}

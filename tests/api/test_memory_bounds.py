@@ -15,6 +15,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -36,9 +38,13 @@ from tests.pdfs import (
     flate_bomb,
     flate_content_bomb,
     flate_image,
+    form_forest,
     hand_pdf,
+    hostile_document,
     jpeg_image,
     many_objects_pdf,
+    object_stream_pdf,
+    zero_images,
 )
 from tests.servers import ProcessMemory
 
@@ -515,3 +521,99 @@ def test_bodies_past_the_process_budget_get_503(tight_server: ServeProcess) -> N
     assert second.status_code == 503
     assert second.headers["retry-after"] == "1"
     assert "request bodies" in second.json()["detail"]
+
+
+# Issue 26's budget for one request, whatever documents it carries (README, "Limits").
+REQUEST_PEAK_MIB = 250
+REQUEST_CPU_SECONDS = 12
+ISSUE_DOCUMENTS = {
+    "64 images of zeros, 5000x5000 each": lambda: [zero_images(64, 5000)],
+    "16 PDFs of 200 pages sharing 4,000 forms": lambda: [form_forest(200, 4000)] * 16,
+    "200 pages sharing 30,000 forms": lambda: [form_forest(200, 30000)],
+    "400,000 objects in object and cross-reference streams": lambda: [object_stream_pdf(400_000)],
+    "200,000 objects in a cross-reference table": lambda: [many_objects_pdf(200_000)],
+}
+
+
+def documents_within_the_request_budget(
+    server: ServeProcess, memory: ProcessMemory, documents: list[bytes]
+) -> list[dict[str, Any]]:
+    """Send the documents in one /predict while probing /health; check the request's stated budget
+    (peak RSS growth and server CPU, from /proc) and that every file got an answer or its own problem."""
+    files = [("files", (f"d{i}.pdf", data)) for i, data in enumerate(documents)]
+    health: list[int] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            health.append(httpx.get(f"{server.base_url}/health", timeout=10).status_code)
+            time.sleep(0.05)
+
+    before, cpu = memory.reset_peak(), memory.cpu_seconds()
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        response = httpx.post(f"{server.base_url}/predict", files=files, timeout=120)
+    finally:
+        done.set()
+        prober.join()
+    growth, used = memory.peak_mib() - before, memory.cpu_seconds() - cpu
+    assert response.status_code == 200, response.text[:500]
+    answers: list[dict[str, Any]] = response.json()
+    assert len(answers) == len(documents)
+    for answer in answers:  # each file: its pages and images, or its own problem
+        assert "pages" in answer or answer["error"]["status"] in {400, 413, 415, 422}, answer
+        for image in answer.get("images", []):
+            assert "prediction" in image or image["error"]["status"] in {413, 415, 422}, image
+    assert growth <= REQUEST_PEAK_MIB, f"peak RSS grew by {growth:.0f} MiB"
+    assert used <= REQUEST_CPU_SECONDS, f"the request took {used:.1f} s of server CPU"
+    assert health, "/health was never answered during the request"
+    assert set(health) == {200}
+    assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200  # alive afterwards
+    return answers
+
+
+@pytest.mark.parametrize("name", sorted(ISSUE_DOCUMENTS))
+def test_the_issues_hostile_documents_stay_within_the_request_budget(
+    server: ServeProcess, memory: ProcessMemory, name: str
+) -> None:
+    answers = documents_within_the_request_budget(server, memory, ISSUE_DOCUMENTS[name]())
+    if name.startswith("64 images"):
+        codes = {image["error"]["code"] for image in answers[0]["images"]}
+        assert codes == {"decompression_bomb"}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_generated_hostile_documents_stay_within_the_request_budget(
+    server: ServeProcess, memory: ProcessMemory, seed: int
+) -> None:
+    """Random mixes of what costs a reader most (tests/pdfs.py `hostile_document`), two to a request;
+    fixed seeds here, a longer run in benchmarks/hostile_memory.py --documents N."""
+    documents = [hostile_document(seed * 2), hostile_document(seed * 2 + 1, max_bytes=1 << 20)]
+    documents_within_the_request_budget(server, memory, documents)
+
+
+def test_past_the_time_budget_what_is_left_is_answered_at_once_with_422(tmp_path: Path) -> None:
+    """With a budget of 0.3 s of work, sixteen PDFs of 64 small photos each: the request is answered,
+    the first images classified, the rest 'too_slow' (422) without being decoded."""
+    env = {"PDF_TIME_BUDGET_SECONDS": "0.3"}
+    process = ServeProcess(serve_command(), tmp_path / "serve.log", env=env).start()
+    try:
+        photos = [Image.frombytes("RGB", (96, 96), os.urandom(96 * 96 * 3)) for _ in range(64)]
+        document = hand_pdf([[jpeg_image(photo)] for photo in photos])
+        files = [("files", (f"p{n}.pdf", document)) for n in range(16)]
+        response = httpx.post(f"{process.base_url}/predict", files=files, timeout=120)
+        assert response.status_code == 200
+        outcomes = [
+            "answered" if "prediction" in image else image["error"]["code"]
+            for answer in response.json()
+            for image in answer.get("images", [answer])
+        ]
+        assert "answered" in outcomes
+        assert "too_slow" in outcomes
+        assert set(outcomes) <= {"answered", "too_slow"}
+        slow = next(image for a in response.json() for image in a.get("images", [a]) if "error" in image)
+        assert slow["error"]["status"] == 422
+        assert "PDF_TIME_BUDGET_SECONDS" in slow["error"]["detail"]
+    finally:
+        process.stop()

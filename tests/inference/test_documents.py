@@ -4,6 +4,8 @@ InvalidImageError for one of its images."""
 
 from __future__ import annotations
 
+import itertools
+import re
 import tracemalloc
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -266,24 +268,55 @@ def _mutation_corpus() -> list[bytes]:
     return corpus
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# What a hostile writer puts where a value belongs: wrong types, dangling and self references, nesting.
+TOKENS = [
+    *(b"null", b"/X", b"-1", b"0", b"99999999999", b"1.5", b"[", b"]", b"<<", b">>", b"[]", b"<< >>"),
+    *(b"999 0 R", b"1 0 R", b"(s)", b"true", b"/Image", b"/Form", b"/FlateDecode", b"/Indexed"),
+]
+
+
+PDF_TOKEN = re.compile(rb"<<|>>|/?[^\s<>\[\]()/]+")
+STREAM_DATA = re.compile(rb"stream\r?\n.*?endstream", re.DOTALL)
+
+
+# The keys this project reads itself (the rest is pypdf's): a "value" edit replaces what follows one.
+READ_KEYS = {b"/Width", b"/Height", b"/Resources", b"/XObject", b"/Subtype", b"/Filter", b"/ColorSpace",
+             b"/BitsPerComponent", b"/SMask", b"/Mask", b"/DecodeParms", b"/ImageMask", b"/N"}  # fmt: skip
+
+
+def _object_tokens(data: bytes, values_only: bool = False) -> list[tuple[int, int]]:
+    """Where the tokens of the objects' dictionaries are (after the header, before the cross-reference
+    table, outside stream data); with `values_only`, the values of the keys in READ_KEYS."""
+    end = max(16, data.rfind(b"xref"))
+    streams = [match.span() for match in STREAM_DATA.finditer(data, 16, end)]
+    gaps = zip([16, *(stop for _, stop in streams)], [*(start for start, _ in streams), end], strict=True)
+    tokens = [match for start, stop in gaps for match in PDF_TOKEN.finditer(data, start, stop)]
+    if not values_only:
+        return [token.span() for token in tokens]
+    return [value.span() for key, value in itertools.pairwise(tokens) if key.group() in READ_KEYS]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     source=st.sampled_from(_mutation_corpus()),
     edits=st.lists(
         st.tuples(
             st.floats(0, 1),
-            st.sampled_from(["flip", "delete", "insert", "truncate"]),
+            st.sampled_from(["flip", "delete", "insert", "truncate", "token", "value", "value"]),
             st.binary(min_size=1, max_size=8),
+            st.sampled_from(TOKENS),
         ),
         min_size=1,
         max_size=4,
     ),
 )
 def test_mutated_documents_only_ever_raise_the_projects_errors(
-    source: bytes, edits: list[tuple[float, str, bytes]]
+    source: bytes, edits: list[tuple[float, str, bytes, bytes]]
 ) -> None:
+    """Byte edits anywhere, and token swaps inside the objects (header and trailer kept, so that most
+    mutants still parse and reach this project's code, where a missing check would show as a bug)."""
     data = bytearray(source)
-    for where, how, payload in edits:
+    for where, how, payload, token in edits:
         at = int(where * (len(data) - 1))
         if how == "flip":
             data[at : at + len(payload)] = payload
@@ -291,8 +324,13 @@ def test_mutated_documents_only_ever_raise_the_projects_errors(
             del data[at : at + len(payload) * 50]
         elif how == "insert":
             data[at:at] = payload
-        else:
+        elif how == "truncate":
             del data[at:]
+        else:
+            spans = _object_tokens(bytes(data), values_only=how == "value")
+            if spans:
+                start, end = spans[int(where * (len(spans) - 1))]
+                data[start:end] = token
     try:
         document = read_document(bytes(data), LIMITS)
     except InvalidDocumentError:

@@ -27,7 +27,7 @@ def classify(classifier: ImageClassifier, images: list[bytes], fail_fast: bool) 
         )
         engine.start()
         try:
-            return await engine.classify(images, fail_fast=fail_fast)
+            return await engine.classify(images, engine.request_budget(), fail_fast=fail_fast)
         finally:
             await engine.stop()
 

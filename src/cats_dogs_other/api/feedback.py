@@ -20,6 +20,7 @@ from cats_dogs_other.api.multipart import read_form
 from cats_dogs_other.api.openapi import problem_responses
 from cats_dogs_other.api.schemas import FeedbackStored
 from cats_dogs_other.feedback import FeedbackRecord, FeedbackStore, FeedbackUnavailableError
+from cats_dogs_other.inference.budget import RequestBudget
 from cats_dogs_other.inference.decode import SUPPORTED_FORMATS_TEXT
 from cats_dogs_other.inference.documents import is_pdf
 from cats_dogs_other.inference.service import ImageData, InferenceService
@@ -88,8 +89,9 @@ async def feedback(
     if model_sha256 is not None and not SHA256_HEX.fullmatch(model_sha256):
         raise HTTPException(422, "model_sha256 must be 64 lower-case hexadecimal digits (see GET /version).")
     data = files[0][1]
-    sha256, image = await _image_of(engine, data, fields)
-    png, width, height = await engine.training_image(image)
+    budget = engine.request_budget()
+    sha256, image = await _image_of(engine, data, fields, budget)
+    png, width, height = await engine.training_image(image, budget)
     assert label is not None
     record = FeedbackRecord(sha256, png, width, height, label, subject, predicted, model_sha256)
     try:
@@ -151,12 +153,14 @@ def _position(fields: dict[str, str], name: str) -> int:
     return int(value)
 
 
-async def _image_of(engine: InferenceService, data: bytes, fields: dict[str, str]) -> tuple[str, ImageData]:
+async def _image_of(
+    engine: InferenceService, data: bytes, fields: dict[str, str], budget: RequestBudget
+) -> tuple[str, ImageData]:
     """The image the feedback is about and its content hash: the file, or the PDF's image at page/index."""
     if not is_pdf(data):
         return hashlib.sha256(data).hexdigest(), data
     page, index = _position(fields, "page"), _position(fields, "index")
-    document = await engine.read_document(data)
+    document = await engine.read_document(data, budget)
     found = {(image.position.page, image.position.index): image for image in document.images}
     image = found.get((page, index))
     if image is None:

@@ -15,7 +15,8 @@ from typing import ClassVar, Generic, TypeVar
 
 from fastapi import Request
 
-from cats_dogs_other.inference.service import ImageData, InferenceService, Outcome
+from cats_dogs_other.inference.budget import RequestBudget
+from cats_dogs_other.inference.service import ImageItem, InferenceService, Outcome
 from cats_dogs_other.settings import Settings
 
 Context = TypeVar("Context")
@@ -27,6 +28,7 @@ class PredictionProtocol(ABC, Generic[Context, Answer]):
 
     `read` returns the images and whatever the answer needs of the request (its file names, the
     outputs a v2 client asked for); a document's images are read with the engine (`read_document`).
+    `read` and the engine share the request's one `RequestBudget`, made here, once per request.
     With `fail_fast`, the first bad image is the answer (an error) and the others stop; without it,
     each image gets its own outcome.
     """
@@ -35,8 +37,8 @@ class PredictionProtocol(ABC, Generic[Context, Answer]):
 
     @abstractmethod
     async def read(
-        self, request: Request, settings: Settings, engine: InferenceService
-    ) -> tuple[Sequence[ImageData], Context]: ...
+        self, request: Request, settings: Settings, engine: InferenceService, budget: RequestBudget
+    ) -> tuple[Sequence[ImageItem], Context]: ...
 
     @abstractmethod
     def answer(self, context: Context, outcomes: list[Outcome]) -> Answer: ...
@@ -50,6 +52,7 @@ async def run_prediction(
     *,
     thumbnails: bool = False,
 ) -> Answer:
-    images, context = await protocol.read(request, settings, engine)
-    outcomes = await engine.classify(images, fail_fast=protocol.fail_fast, thumbnails=thumbnails)
+    budget = engine.request_budget()
+    images, context = await protocol.read(request, settings, engine, budget)
+    outcomes = await engine.classify(images, budget, fail_fast=protocol.fail_fast, thumbnails=thumbnails)
     return protocol.answer(context, outcomes)

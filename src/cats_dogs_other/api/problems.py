@@ -86,12 +86,15 @@ IMAGE_ERROR_STATUS = {
     ImageErrorKind.UNSUPPORTED: 415,
     ImageErrorKind.CORRUPT: 415,
     ImageErrorKind.TOO_MANY_PIXELS: 413,
+    ImageErrorKind.DECOMPRESSION_BOMB: 413,
+    ImageErrorKind.TOO_SLOW: 422,
 }
 DOCUMENT_ERROR_STATUS = {
     DocumentErrorKind.ENCRYPTED: 422,
     DocumentErrorKind.MALFORMED: 400,
     DocumentErrorKind.TOO_MANY_PAGES: 413,
     DocumentErrorKind.TOO_MANY_IMAGES: 413,
+    DocumentErrorKind.TOO_COMPLEX: 413,
     DocumentErrorKind.TOO_SLOW: 422,
 }
 FEEDBACK_RETRY_AFTER_SECONDS = "30"

@@ -37,9 +37,10 @@ from cats_dogs_other.api.schemas import (
     VersionInfo,
 )
 from cats_dogs_other.api.state import Phase
+from cats_dogs_other.inference.budget import RequestBudget
 from cats_dogs_other.inference.decode import SUPPORTED_FORMATS_TEXT, InvalidImageError
 from cats_dogs_other.inference.documents import Document, EmbeddedImage, InvalidDocumentError, is_pdf
-from cats_dogs_other.inference.service import ImageData, InferenceService, Outcome
+from cats_dogs_other.inference.service import ImageItem, InferenceService, Outcome
 from cats_dogs_other.settings import Settings
 
 FileAnswer = FilePrediction | DocumentPrediction | FileFailure
@@ -55,7 +56,7 @@ class UploadProtocol(PredictionProtocol[None, PredictionResponse]):
     fail_fast = True
 
     async def read(
-        self, request: Request, settings: Settings, engine: InferenceService
+        self, request: Request, settings: Settings, engine: InferenceService, budget: RequestBudget
     ) -> tuple[Sequence[bytes], None]:
         files = await read_file_parts(request, "file", settings.max_files_per_request)
         if len(files) > 1:
@@ -87,10 +88,10 @@ class PredictFilesProtocol(PredictionProtocol[list[SentFile], list[FileAnswer]])
     order. A PDF's images join the request's images on their way to the model (batched with them)."""
 
     async def read(
-        self, request: Request, settings: Settings, engine: InferenceService
-    ) -> tuple[Sequence[ImageData], list[SentFile]]:
+        self, request: Request, settings: Settings, engine: InferenceService, budget: RequestBudget
+    ) -> tuple[Sequence[ImageItem], list[SentFile]]:
         files = await read_file_parts(request, "files", settings.max_files_per_request)
-        images: list[ImageData] = []
+        images: list[ImageItem] = []
         sent: list[SentFile] = []
         for name, data in files:
             if not is_pdf(data):
@@ -98,12 +99,12 @@ class PredictFilesProtocol(PredictionProtocol[list[SentFile], list[FileAnswer]])
                 images.append(data)
                 continue
             try:
-                document = await engine.read_document(data)
+                document = await engine.read_document(data, budget)
             except InvalidDocumentError as exc:
                 sent.append(SentFile(name, refused=exc))
                 continue
             sent.append(SentFile(name, document))
-            images.extend(image.data for image in document.to_classify if image.data is not None)
+            images.extend(document.to_classify)
         return images, sent
 
     def answer(self, context: list[SentFile], outcomes: list[Outcome]) -> list[FileAnswer]:

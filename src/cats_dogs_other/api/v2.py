@@ -31,6 +31,7 @@ from cats_dogs_other.api.v2_request import (
     V2RequestError,
     parse_infer_request,
 )
+from cats_dogs_other.inference.budget import RequestBudget
 from cats_dogs_other.inference.decode import InvalidImageError
 from cats_dogs_other.inference.service import InferenceService, Outcome
 from cats_dogs_other.settings import Settings
@@ -111,7 +112,7 @@ class OpenInferenceProtocol(PredictionProtocol[InferenceRequest, Response]):
         self.version = version  # the model version the answer names
 
     async def read(
-        self, request: Request, settings: Settings, engine: InferenceService
+        self, request: Request, settings: Settings, engine: InferenceService, budget: RequestBudget
     ) -> tuple[Sequence[bytes], InferenceRequest]:
         body = await request.body()
         try:  # counting and validating a 10 MB body takes milliseconds: not on the event loop

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from cats_dogs_other.cpu import available_cores
-from cats_dogs_other.inference.budget import MemoryBudget
+from cats_dogs_other.inference.budget import RequestBudget
 from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS, SOURCE_PIXELS_INFO, decode_image
 from cats_dogs_other.inference.documents import PdfRaster
 from cats_dogs_other.inference.preprocess import thumbnail_jpeg, to_input_array, training_png
@@ -128,7 +128,7 @@ class ImageClassifier:
         return self.card.labels
 
     def decode(
-        self, data: bytes | PdfRaster, max_pixels: int | None = None, budget: MemoryBudget | None = None
+        self, data: bytes | PdfRaster, max_pixels: int | None = None, budget: RequestBudget | None = None
     ) -> np.ndarray:
         """An encoded image (or a document's image) to one model input (no batch axis).
         Raises InvalidImageError for bad input."""
@@ -138,7 +138,7 @@ class ImageClassifier:
         self,
         data: bytes | PdfRaster,
         max_pixels: int | None = None,
-        budget: MemoryBudget | None = None,
+        budget: RequestBudget | None = None,
         *,
         thumbnail: bool = False,
     ) -> ModelInput:
@@ -152,14 +152,14 @@ class ImageClassifier:
         )
 
     def training_image(
-        self, data: bytes | PdfRaster, max_pixels: int | None = None, budget: MemoryBudget | None = None
+        self, data: bytes | PdfRaster, max_pixels: int | None = None, budget: RequestBudget | None = None
     ) -> tuple[bytes, int, int]:
         """The image as stored for retraining (`preprocess.training_png`), from the same reduced decode
         the model's input comes from: the same limits, the same memory budget."""
         return training_png(self._decoded(data, max_pixels, budget))
 
     def _decoded(
-        self, data: bytes | PdfRaster, max_pixels: int | None, budget: MemoryBudget | None
+        self, data: bytes | PdfRaster, max_pixels: int | None, budget: RequestBudget | None
     ) -> Image.Image:
         if isinstance(data, PdfRaster):  # its pixel count was checked when the document was read
             return data.decode(self.min_side, budget)

@@ -24,7 +24,7 @@ from enum import StrEnum
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from cats_dogs_other.inference.budget import MemoryBudget
+from cats_dogs_other.inference.budget import MemoryBudget, RequestBudget
 
 
 def _heif_plugin() -> bool:
@@ -117,6 +117,8 @@ class ImageErrorKind(StrEnum):
     UNSUPPORTED = "unsupported"
     CORRUPT = "corrupt"
     TOO_MANY_PIXELS = "too_many_pixels"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    TOO_SLOW = "too_slow"
 
 
 class InvalidImageError(ValueError):
@@ -147,7 +149,7 @@ def decode_image(
     data: bytes,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int | None = None,
-    budget: MemoryBudget | None = None,
+    budget: MemoryBudget | RequestBudget | None = None,
 ) -> Image.Image:
     """Decode the first frame of an image file into an upright 8-bit RGB image.
 
@@ -221,7 +223,7 @@ def _jpeg_coefficient_bytes(image: Image.Image, declared: tuple[int, int]) -> in
 
 
 def _reserved(
-    budget: MemoryBudget | None, cost: int, size: tuple[int, int], kind: str
+    budget: MemoryBudget | RequestBudget | None, cost: int, size: tuple[int, int], kind: str
 ) -> AbstractContextManager[None]:
     if budget is None:
         return nullcontext()

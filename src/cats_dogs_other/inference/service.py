@@ -6,7 +6,9 @@ at once as the runner allows (by default one per core, each on one thread: more 
 call spread over every core, `OnnxRunner`). Admission (`AdmissionControl`) decides by expected wait
 which requests may start at all.
 Decode threads share one `MemoryBudget`: many large images, in one request or across clients, wait
-their turn instead of being decoded all at once.
+their turn instead of being decoded all at once. Each request draws on it through its own
+`RequestBudget` (`request_budget`), which every call that reads or decodes takes: the memory it
+reserves, the seconds of work it spends, what its documents inflate to, whatever route it came by.
 """
 
 from __future__ import annotations
@@ -25,16 +27,17 @@ from opentelemetry import trace
 from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.admission import AdmissionControl
 from cats_dogs_other.inference.batching import MicroBatcher
-from cats_dogs_other.inference.budget import MemoryBudget
+from cats_dogs_other.inference.budget import MemoryBudget, RequestBudget
 from cats_dogs_other.inference.classifier import ImageClassifier, ModelInput, Prediction
-from cats_dogs_other.inference.decode import InvalidImageError
+from cats_dogs_other.inference.decode import ImageErrorKind, InvalidImageError
 from cats_dogs_other.inference.documents import (
+    REQUEST_INFLATION_BYTES,
     Document,
     DocumentLimits,
+    EmbeddedImage,
     InvalidDocumentError,
     PdfRaster,
     read_document,
-    reading_cost,
 )
 from cats_dogs_other.observability.metrics import ServiceMetrics
 
@@ -57,8 +60,11 @@ Outcome = Prediction | InvalidImageError
 # hold hundreds of decoded inputs. Sixteen is what /predict carried before documents, so images alone
 # behave as before, and it keeps several batches' worth queued.
 REQUEST_WINDOW = 16
-# What the engine classifies: an encoded image file, or a non-JPEG image of a document.
+# What the engine decodes: an encoded image file, or a non-JPEG image of a document.
 ImageData = bytes | PdfRaster
+# What the engine classifies: a file's image, or a document's (whose work counts against the request's
+# time budget: past it, the rest of its documents' images are answered at once with `too_slow`).
+ImageItem = ImageData | EmbeddedImage
 
 
 class InferenceService:
@@ -119,14 +125,21 @@ class InferenceService:
     async def stop(self) -> None:
         await self.batcher.stop()
 
-    async def read_document(self, data: bytes) -> Document:
+    def request_budget(self) -> RequestBudget:
+        """What one request may spend (memory, seconds of work, inflation): one per request, passed to
+        every call below that reads or decodes for it."""
+        return RequestBudget(self.budget, self.document_limits.seconds, REQUEST_INFLATION_BYTES)
+
+    async def read_document(self, data: bytes, budget: RequestBudget) -> Document:
         """A PDF's images, read in a decode thread (the reader holds the GIL and is CPU-bound).
 
         InvalidDocumentError for a document that cannot be read; its pages and images are counted.
         """
         with self.tracer.start_as_current_span("extract", attributes={"document.bytes": len(data)}) as span:
             try:
-                document = await anyio.to_thread.run_sync(self._read_document, data, limiter=self._decoders)
+                document = await anyio.to_thread.run_sync(
+                    read_document, data, self.document_limits, budget, limiter=self._decoders
+                )
             except InvalidDocumentError as exc:
                 if self.metrics is not None:
                     self.metrics.observe_document(exc.kind.value)
@@ -137,23 +150,17 @@ class InferenceService:
             self.metrics.observe_document("read", document.pages, len(document.images))
         return document
 
-    def _read_document(self, data: bytes) -> Document:
-        """Parsing holds memory in proportion to the document: reserved from the decode budget like a
-        decode, so that documents read at once never exceed it."""
-        with self.budget.reserve(min(reading_cost(data), self.budget.capacity)):
-            return read_document(data, self.document_limits)
-
-    async def decode(self, data: ImageData, thumbnail: bool = False) -> ModelInput:
+    async def decode(self, data: ImageData, budget: RequestBudget, thumbnail: bool = False) -> ModelInput:
         """The model input, and a thumbnail JPEG when asked (`preprocess.thumbnail_jpeg`)."""
         self.decoding += 1
         size = len(data) if isinstance(data, bytes) else data.encoded_bytes
         try:
             with self.tracer.start_as_current_span("decode", attributes={"image.bytes": size}):
                 decoded = await anyio.to_thread.run_sync(
-                    functools.partial(self.classifier.prepare, thumbnail=thumbnail),
+                    functools.partial(_timed, budget, self.classifier.prepare, thumbnail=thumbnail),
                     data,
                     self.max_pixels,
-                    self.budget,
+                    budget,
                     limiter=self._decoders,
                 )
         except InvalidImageError as exc:
@@ -164,18 +171,24 @@ class InferenceService:
             self.metrics.observe_image(decoded.source_pixels)
         return decoded
 
-    async def training_image(self, data: ImageData) -> tuple[bytes, int, int]:
+    async def training_image(self, data: ImageData, budget: RequestBudget) -> tuple[bytes, int, int]:
         """The image as feedback stores it (PNG, width, height), decoded like a prediction's input."""
         try:
             return await anyio.to_thread.run_sync(
-                self.classifier.training_image, data, self.max_pixels, self.budget, limiter=self._decoders
+                functools.partial(_timed, budget, self.classifier.training_image),
+                data,
+                self.max_pixels,
+                budget,
+                limiter=self._decoders,
             )
         except InvalidImageError as exc:
             raise exc.detached() from None
 
-    async def _classify(self, decoded: np.ndarray) -> Prediction:
-        """Through the batcher; the wait and the model call become spans with their real times."""
+    async def _classify(self, decoded: np.ndarray, budget: RequestBudget) -> Prediction:
+        """Through the batcher; the wait and the model call become spans with their real times, and the
+        request is charged its share of the call."""
         row, timing = await self.batcher.submit_timed(decoded)
+        budget.charge((timing.finished_ns - timing.started_ns) / 1e9 / max(1, timing.batch_size))
         self.tracer.start_span("queue_wait", start_time=timing.queued_ns).end(end_time=timing.started_ns)
         inference = self.tracer.start_span(
             "inference", start_time=timing.started_ns, attributes={"batch.size": timing.batch_size}
@@ -194,7 +207,12 @@ class InferenceService:
         return scores
 
     async def classify(
-        self, images: Sequence[ImageData], *, fail_fast: bool = False, thumbnails: bool = False
+        self,
+        images: Sequence[ImageItem],
+        budget: RequestBudget,
+        *,
+        fail_fast: bool = False,
+        thumbnails: bool = False,
     ) -> list[Outcome]:
         """Encoded images to their predictions, in order: the one path every way in goes through.
 
@@ -205,26 +223,51 @@ class InferenceService:
         when the model's queue is full. With `thumbnails`, each prediction carries its image's thumbnail.
         """
         if len(images) == 1:  # the common case, without a task group
-            return [await self._one(0, images[0], fail_fast, thumbnails)]
+            return [await self._one(0, images[0], budget, fail_fast, thumbnails)]
         results: list[Outcome | None] = [None] * len(images)
         window = anyio.Semaphore(REQUEST_WINDOW)
 
-        async def one(index: int, data: ImageData) -> None:
+        async def one(index: int, item: ImageItem) -> None:
             async with window:
-                results[index] = await self._one(index, data, fail_fast, thumbnails)
+                results[index] = await self._one(index, item, budget, fail_fast, thumbnails)
 
         await _in_task_group(one, images)
         return _all_done(results)
 
-    async def _one(self, index: int, data: ImageData, fail_fast: bool, thumbnail: bool) -> Outcome:
+    async def _one(
+        self, index: int, item: ImageItem, budget: RequestBudget, fail_fast: bool, thumbnail: bool
+    ) -> Outcome:
         try:
-            decoded = await self.decode(data, thumbnail)
+            if isinstance(item, EmbeddedImage):
+                data = item.data
+                if data is None:  # refused or a copy: never sent here
+                    raise ValueError(f"image {item.position} of a document has nothing to classify")
+                if budget.over_time():
+                    raise _too_slow(budget.seconds)
+            else:
+                data = item
+            decoded = await self.decode(data, budget, thumbnail)
         except InvalidImageError as exc:
             if fail_fast:
                 raise exc.at(index) from None
             return exc.at(index)
-        prediction = await self._classify(decoded.array)
+        prediction = await self._classify(decoded.array, budget)
         return prediction if decoded.thumbnail is None else replace(prediction, thumbnail=decoded.thumbnail)
+
+
+def _timed(budget: RequestBudget, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`work` in this worker thread, its CPU time charged to the request."""
+    with budget.timed():
+        return work(*args, **kwargs)
+
+
+def _too_slow(seconds: float) -> InvalidImageError:
+    return InvalidImageError(
+        ImageErrorKind.TOO_SLOW,
+        f"The request's documents took more than {seconds:g} s of work to read and decode "
+        "(PDF_TIME_BUDGET_SECONDS); this image was not decoded. Send fewer or simpler documents per "
+        "request.",
+    )
 
 
 def _all_done(results: list[T | None]) -> list[T]:
@@ -234,7 +277,7 @@ def _all_done(results: list[T | None]) -> list[T]:
 
 
 async def _in_task_group(
-    work: Callable[[int, ImageData], Coroutine[Any, Any, None]], images: Sequence[ImageData]
+    work: Callable[[int, ImageItem], Coroutine[Any, Any, None]], images: Sequence[ImageItem]
 ) -> None:
     """Run `work` on every image at once; the first exception cancels the rest and is raised as itself
     (not wrapped in an ExceptionGroup), so the API's handlers see the error they know."""
