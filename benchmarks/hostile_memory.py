@@ -1,11 +1,14 @@
 """What one hostile request does to a server's memory (not in CI): each case against a fresh `serve`.
 
     .venv/bin/python benchmarks/hostile_memory.py [--src DIR] [--only NAME ...] [--v2-elements N]
-                                                  [--repeat N]
+                                                  [--repeat N] [--documents N]
 
 For each case: the answer, the peak RSS growth (VmHWM after the request minus RSS before it, read from
 /proc), RSS two seconds after, how long the answer took, and for floods how long `/health` took
-meanwhile. `--src` runs another checkout's `src/` (e.g. a `git worktree` of an older commit) with this
+meanwhile (the slowest of its probes during the request). Document cases also report the server's CPU
+seconds (/proc/PID/stat). `--documents N` adds N generated hostile documents (tests/pdfs.py
+`hostile_document`, seeds 0..2N-1, two to a request like the tests). `--src` runs another checkout's
+`src/` (e.g. a `git worktree` of an older commit) with this
 virtualenv, to compare before and after in one session. `--repeat N` sends each case N times to the
 same server (one row each), which shows what a process keeps. Prints a Markdown table for BENCHMARKS.md.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import socket
 import subprocess
@@ -36,6 +40,7 @@ from tests.hostile import (
     v2_empty_elements,
 )
 from tests.images import png_image
+from tests.pdfs import form_forest, hostile_document, many_objects_pdf, object_stream_pdf, zero_images
 
 from machine import describe
 from serving import free_port
@@ -52,6 +57,11 @@ def status(pid: int, key: str) -> float:
         if line.startswith(key):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def raw_answer(sock: socket.socket) -> str:
@@ -120,6 +130,45 @@ def upload(name: str, data: Callable[[], bytes], copies: int = 1) -> Callable[[s
     return run
 
 
+def documents(make: Callable[[], list[bytes]]) -> Callable[[str, int], Outcome]:
+    """One /predict of these PDFs, /health probed every 50 ms meanwhile (its slowest answer reported).
+    The PDFs are made before the clock starts (`prepare`)."""
+    make = functools.cache(make)
+
+    def run(base_url: str, port: int) -> Outcome:
+        files = [("files", (f"d{i}.pdf", data)) for i, data in enumerate(make())]
+        probes: list[float] = []
+        done = threading.Event()
+
+        def probe() -> None:
+            while not done.is_set():
+                started = time.monotonic()
+                httpx.get(f"{base_url}/health", timeout=60)
+                probes.append((time.monotonic() - started) * 1000)
+                time.sleep(0.05)
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        try:
+            response = httpx.post(f"{base_url}/predict", files=files, timeout=600)
+        except httpx.HTTPError as exc:
+            return Outcome(type(exc).__name__, max(probes, default=None))
+        finally:
+            done.set()
+            prober.join()
+        codes: dict[str, int] = {}
+        for answer in response.json() if response.status_code == 200 else []:
+            for item in answer.get("images", [answer]):
+                error = item.get("error", {})
+                code = "200" if "prediction" in item else str(error.get("code", error.get("status")))
+                codes[code] = codes.get(code, 0) + 1
+        shown = ", ".join(f"{count} {code}" for code, count in sorted(codes.items()))
+        return Outcome(f"{response.status_code} ({shown})", max(probes, default=None))
+
+    run.prepare = make  # type: ignore[attr-defined]
+    return run
+
+
 def deep_json(base_url: str, port: int) -> Outcome:
     return Outcome(str(httpx.post(base_url + V2_INFER, content=v2_deep_nesting(), timeout=60).status_code))
 
@@ -151,6 +200,20 @@ def cases(v2_count: int) -> dict[str, Callable[[str, int], Outcome]]:
         "16-bit gray PNG 6324x6324 (88 KB)": upload("gray16.png", gray16),
         "RGBA PNG 6324x6324 (167 KB)": upload("rgba.png", rgba),
         "16 RGBA PNGs 6324x6324 in one /predict": upload("rgba.png", rgba, copies=16),
+        "PDF of 64 images of zeros, 5000x5000 each (4.7 MB)": documents(lambda: [zero_images(64, 5000)]),
+        "16 PDFs of 200 pages sharing 4,000 forms (10 MB)": documents(lambda: [form_forest(200, 4000)] * 16),
+        "PDF of 200 pages sharing 30,000 forms (4.6 MB)": documents(lambda: [form_forest(200, 30000)]),
+        "PDF of 400,000 objects in object streams (2.8 MB)": documents(lambda: [object_stream_pdf(400_000)]),
+        "PDF of 200,000 objects in an xref table (9.5 MB)": documents(lambda: [many_objects_pdf(200_000)]),
+    }
+
+
+def generated(count: int) -> dict[str, Callable[[str, int], Outcome]]:
+    return {
+        f"generated documents, seeds {2 * n} and {2 * n + 1}": documents(
+            lambda n=n: [hostile_document(2 * n), hostile_document(2 * n + 1, max_bytes=1 << 20)]  # type: ignore[misc]
+        )
+        for n in range(count)
     }
 
 
@@ -178,29 +241,37 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="case names (substrings) to run")
     parser.add_argument("--v2-elements", type=int, default=2_600_000)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each case on one server")
+    parser.add_argument("--documents", type=int, default=0, help="requests of generated documents")
     args = parser.parse_args()
     print(f"Machine: {describe()}")
     print(f"Command: .venv/bin/python benchmarks/hostile_memory.py {' '.join(sys.argv[1:])}\n")
-    print("| request | answer | peak RSS growth MiB | RSS after MiB | answered in s | /health meanwhile ms |")
-    print("|---|---|---:|---:|---:|---:|")
-    for name, run in cases(args.v2_elements).items():
+    print(
+        "| request | answer | peak RSS growth MiB | RSS after MiB | answered in s | server CPU s "
+        "| /health meanwhile ms |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, run in (cases(args.v2_elements) | generated(args.documents)).items():
         if args.only and not any(part in name for part in args.only):
             continue
         port = free_port()
         process = start(args.src, port)
         try:
             for attempt in range(args.repeat):
+                if hasattr(run, "prepare"):
+                    run.prepare()
                 Path(f"/proc/{process.pid}/clear_refs").write_text("5")
-                before = status(process.pid, "VmRSS:")
+                before, cpu = status(process.pid, "VmRSS:"), cpu_seconds(process.pid)
                 started = time.monotonic()
                 outcome = run(f"http://127.0.0.1:{port}", port)
                 took = time.monotonic() - started
+                used = cpu_seconds(process.pid) - cpu if process.poll() is None else float("nan")
                 peak = status(process.pid, "VmHWM:") - before
                 time.sleep(2)
                 after = status(process.pid, "VmRSS:")
                 health = f"{outcome.health_ms:.0f}" if outcome.health_ms is not None else ""
                 label = f"{name} (run {attempt + 1})" if args.repeat > 1 else name
-                cells = [label, outcome.answer, f"{peak:.0f}", f"{after:.0f}", f"{took:.1f}", health]
+                cells = [label, outcome.answer, f"{peak:.0f}", f"{after:.0f}", f"{took:.1f}", f"{used:.1f}"]
+                cells.append(health)
                 print("| " + " | ".join(cells) + " |", flush=True)
         finally:
             process.terminate()
