@@ -5,7 +5,8 @@
 
 For each case: the answer, the peak RSS growth (VmHWM after the request minus RSS before it, read from
 /proc), RSS two seconds after, how long the answer took, and for floods how long `/health` took
-meanwhile (the slowest of its probes during the request). Document cases also report the server's CPU
+meanwhile (for documents: p99 / slowest of its probes every 50 ms during the request). Document cases
+also report the server's CPU
 seconds (/proc/PID/stat). `--documents N` adds N generated hostile documents (tests/pdfs.py
 `hostile_document`, seeds 0..2N-1, two to a request like the tests). `--src` runs another checkout's
 `src/` (e.g. a `git worktree` of an older commit) with this
@@ -50,6 +51,11 @@ from serving import free_port
 class Outcome:
     answer: str
     health_ms: float | None = None
+    health_p99_ms: float | None = None
+
+
+def _p99(probes: list[float]) -> float | None:
+    return sorted(probes)[min(len(probes) - 1, int(len(probes) * 0.99))] if probes else None
 
 
 def status(pid: int, key: str) -> float:
@@ -152,7 +158,7 @@ def documents(make: Callable[[], list[bytes]]) -> Callable[[str, int], Outcome]:
         try:
             response = httpx.post(f"{base_url}/predict", files=files, timeout=600)
         except httpx.HTTPError as exc:
-            return Outcome(type(exc).__name__, max(probes, default=None))
+            return Outcome(type(exc).__name__, max(probes, default=None), _p99(probes))
         finally:
             done.set()
             prober.join()
@@ -163,7 +169,7 @@ def documents(make: Callable[[], list[bytes]]) -> Callable[[str, int], Outcome]:
                 code = "200" if "prediction" in item else str(error.get("code", error.get("status")))
                 codes[code] = codes.get(code, 0) + 1
         shown = ", ".join(f"{count} {code}" for code, count in sorted(codes.items()))
-        return Outcome(f"{response.status_code} ({shown})", max(probes, default=None))
+        return Outcome(f"{response.status_code} ({shown})", max(probes, default=None), _p99(probes))
 
     run.prepare = make  # type: ignore[attr-defined]
     return run
@@ -269,6 +275,8 @@ def main() -> None:
                 time.sleep(2)
                 after = status(process.pid, "VmRSS:")
                 health = f"{outcome.health_ms:.0f}" if outcome.health_ms is not None else ""
+                if outcome.health_p99_ms is not None:
+                    health = f"{outcome.health_p99_ms:.0f} / {health}"
                 label = f"{name} (run {attempt + 1})" if args.repeat > 1 else name
                 cells = [label, outcome.answer, f"{peak:.0f}", f"{after:.0f}", f"{took:.1f}", f"{used:.1f}"]
                 cells.append(health)

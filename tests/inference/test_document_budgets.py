@@ -177,3 +177,21 @@ def test_a_bug_while_reading_is_raised_as_itself_not_as_the_clients_error(
     monkeypatch.setattr(documents, "_embedded", planted)
     with pytest.raises(KeyError, match="a bug of ours"):
         read_document(hand_pdf([[jpeg_image(Image.new("RGB", (8, 8)))]]), LIMITS)
+
+
+def test_a_read_document_leaves_its_objects_to_reference_counting_not_the_cyclic_collector() -> None:
+    """pypdf's reader cycles are broken once a document is read, so its thousands of objects are freed
+    at once and the collector's full passes (which pause every thread) do not walk them."""
+    import gc
+
+    from pypdf.generic import PdfObject
+
+    data = form_forest(20, 200)  # 200 forms and 20 pages: thousands of objects once parsed
+    gc.collect()
+    gc.disable()
+    try:
+        read_document(data, LIMITS)
+        left = sum(isinstance(item, PdfObject) for item in gc.get_objects())
+    finally:
+        gc.enable()
+    assert left < 50, f"{left} of the document's objects wait for the cyclic collector"

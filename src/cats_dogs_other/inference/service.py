@@ -96,6 +96,10 @@ class InferenceService:
             max_in_flight=batching.max_queue, max_wait_seconds=0, min_in_flight=1, by_time=False
         )
         self._decoders = anyio.CapacityLimiter(available_cores())
+        # Documents are read one at a time: pypdf parses in Python, holding the GIL, so a second reading
+        # thread only contends with the first and with the event loop (16 form-heavy documents: 6.9 s
+        # with two threads, 5.5 s with one, and half the event loop's worst lag; BENCHMARKS.md).
+        self._readers = anyio.CapacityLimiter(1)
         self._model = anyio.CapacityLimiter(classifier.parallel_calls)
         self.batcher = MicroBatcher(
             self.run,
@@ -138,7 +142,7 @@ class InferenceService:
         with self.tracer.start_as_current_span("extract", attributes={"document.bytes": len(data)}) as span:
             try:
                 document = await anyio.to_thread.run_sync(
-                    read_document, data, self.document_limits, budget, limiter=self._decoders
+                    read_document, data, self.document_limits, budget, limiter=self._readers
                 )
             except InvalidDocumentError as exc:
                 if self.metrics is not None:
