@@ -42,6 +42,7 @@ from tests.hostile import (
 )
 from tests.images import png_image
 from tests.pdfs import form_forest, hostile_document, many_objects_pdf, object_stream_pdf, zero_images
+from tests.servers import ProcessMemory
 
 from machine import describe
 from serving import free_port
@@ -63,11 +64,6 @@ def status(pid: int, key: str) -> float:
         if line.startswith(key):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def raw_answer(sock: socket.socket) -> str:
@@ -211,6 +207,10 @@ def cases(v2_count: int) -> dict[str, Callable[[str, int], Outcome]]:
         "PDF of 200 pages sharing 30,000 forms (4.6 MB)": documents(lambda: [form_forest(200, 30000)]),
         "PDF of 400,000 objects in object streams (2.8 MB)": documents(lambda: [object_stream_pdf(400_000)]),
         "PDF of 200,000 objects in an xref table (9.5 MB)": documents(lambda: [many_objects_pdf(200_000)]),
+        "PDF of 60,000 objects in an object stream (0.4 MB)": documents(lambda: [object_stream_pdf(60_000)]),
+        "16 PDFs of 60,000 objects in object streams (6.5 MB)": documents(
+            lambda: [object_stream_pdf(60_000)] * 16
+        ),
     }
 
 
@@ -266,11 +266,12 @@ def main() -> None:
                 if hasattr(run, "prepare"):
                     run.prepare()
                 Path(f"/proc/{process.pid}/clear_refs").write_text("5")
-                before, cpu = status(process.pid, "VmRSS:"), cpu_seconds(process.pid)
+                server = ProcessMemory(process.pid)
+                before, cpu = status(process.pid, "VmRSS:"), server.cpu_seconds()
                 started = time.monotonic()
                 outcome = run(f"http://127.0.0.1:{port}", port)
                 took = time.monotonic() - started
-                used = cpu_seconds(process.pid) - cpu if process.poll() is None else float("nan")
+                used = server.cpu_seconds() - cpu if process.poll() is None else float("nan")
                 peak = status(process.pid, "VmHWM:") - before
                 time.sleep(2)
                 after = status(process.pid, "VmRSS:")

@@ -270,10 +270,10 @@ class PdfRaster:
                 f"{self.cost / 1e6:,.0f} MB, over the decoding budget of {budget.capacity / 1e6:,.0f} MB.",
             )
         allowed = self.samples if budget is None else min(self.samples, budget.inflation_left)
-        if allowed < self.samples:
+        if budget is not None and allowed < self.samples:
             raise InvalidImageError(
                 ImageErrorKind.DECOMPRESSION_BOMB,
-                f"The request's documents have inflated {REQUEST_INFLATION_BYTES >> 20} MiB of compressed "
+                f"The request's documents have inflated {budget.inflation_bytes >> 20} MiB of compressed "
                 "images already, the most one request may; this one was not decoded. Send fewer images "
                 "per request.",
             )
@@ -470,11 +470,19 @@ def _check_time(over_time: Callable[[], bool], seconds: float, page: int) -> Non
 
 
 def _too_slow(seconds: float, page: int | None) -> InvalidDocumentError:
-    where = f"; it stopped at page {page}" if page is not None else "; this one was not read"
-    return InvalidDocumentError(
-        DocumentErrorKind.TOO_SLOW,
+    where = f"it stopped at page {page}" if page is not None else "this one was not read"
+    return InvalidDocumentError(DocumentErrorKind.TOO_SLOW, _too_slow_detail(seconds, where))
+
+
+def too_slow_image(seconds: float) -> InvalidImageError:
+    """A document's image reached after the request's time budget was spent: not decoded."""
+    return InvalidImageError(ImageErrorKind.TOO_SLOW, _too_slow_detail(seconds, "this image was not decoded"))
+
+
+def _too_slow_detail(seconds: float, where: str) -> str:
+    return (
         f"The request's documents took more than {seconds:g} s of work to read and decode "
-        f"(PDF_TIME_BUDGET_SECONDS){where}. Send fewer or simpler documents per request.",
+        f"(PDF_TIME_BUDGET_SECONDS); {where}. Send fewer or simpler documents per request."
     )
 
 

@@ -29,7 +29,7 @@ from cats_dogs_other.inference.admission import AdmissionControl
 from cats_dogs_other.inference.batching import MicroBatcher
 from cats_dogs_other.inference.budget import MemoryBudget, RequestBudget
 from cats_dogs_other.inference.classifier import ImageClassifier, ModelInput, Prediction
-from cats_dogs_other.inference.decode import ImageErrorKind, InvalidImageError
+from cats_dogs_other.inference.decode import InvalidImageError
 from cats_dogs_other.inference.documents import (
     REQUEST_INFLATION_BYTES,
     Document,
@@ -38,6 +38,7 @@ from cats_dogs_other.inference.documents import (
     InvalidDocumentError,
     PdfRaster,
     read_document,
+    too_slow_image,
 )
 from cats_dogs_other.observability.metrics import ServiceMetrics
 
@@ -247,7 +248,7 @@ class InferenceService:
                 if data is None:  # refused or a copy: never sent here
                     raise ValueError(f"image {item.position} of a document has nothing to classify")
                 if budget.over_time():
-                    raise _too_slow(budget.seconds)
+                    raise too_slow_image(budget.seconds)
             else:
                 data = item
             decoded = await self.decode(data, budget, thumbnail)
@@ -263,15 +264,6 @@ def _timed(budget: RequestBudget, work: Callable[..., T], *args: Any, **kwargs: 
     """`work` in this worker thread, its CPU time charged to the request."""
     with budget.timed():
         return work(*args, **kwargs)
-
-
-def _too_slow(seconds: float) -> InvalidImageError:
-    return InvalidImageError(
-        ImageErrorKind.TOO_SLOW,
-        f"The request's documents took more than {seconds:g} s of work to read and decode "
-        "(PDF_TIME_BUDGET_SECONDS); this image was not decoded. Send fewer or simpler documents per "
-        "request.",
-    )
 
 
 def _all_done(results: list[T | None]) -> list[T]:
