@@ -44,6 +44,10 @@ class KeysUnavailableError(RuntimeError):
     """No usable signing key: the provider could not be reached and nothing is cached."""
 
 
+class KeysPendingError(RuntimeError):
+    """The key is not cached and a fetch may still find it: only `key_for` (which awaits) can tell."""
+
+
 @dataclass(frozen=True)
 class SigningKey:
     kid: str | None
@@ -117,6 +121,28 @@ class JwksCache:
             raise KeysUnavailableError("no signing keys could be fetched from the identity provider")
         return key
 
+    def cached_key(self, kid: str | None) -> SigningKey | None:
+        """The key with this `kid` from the cache, without waiting (for the HTTP protocol, on the event
+        loop): None for a key the provider does not publish, as far as a fetch allowed now could tell.
+
+        Stale keys are used while a background refresh runs; KeysPendingError when the key is missing
+        and a fetch is under way or allowed (`key_for` then decides); KeysUnavailableError when there
+        are no keys and none may be fetched yet.
+        """
+        if self._clock() >= self._expires_at and self._keys:
+            self._refresh_in_background()
+        key = self._lookup(kid)
+        if key is not None:
+            return key
+        if self._inflight is not None or self._refresh_allowed():
+            raise KeysPendingError("the key set must be fetched to know this key")
+        if not self._keys:
+            raise KeysUnavailableError("no signing keys could be fetched from the identity provider")
+        return None
+
+    def _refresh_allowed(self) -> bool:
+        return self._clock() - self._last_attempt >= self._min_refresh_interval
+
     def _lookup(self, kid: str | None) -> SigningKey | None:
         if kid is None:
             return self.keys[0] if len(self._keys) == 1 else None
@@ -141,13 +167,13 @@ class JwksCache:
 
     def _refresh_in_background(self) -> None:
         if self._background is None or self._background.done():
-            if self._inflight is None and self._clock() - self._last_attempt < self._min_refresh_interval:
+            if self._inflight is None and not self._refresh_allowed():
                 return
             self._background = asyncio.create_task(self.refresh(), name="jwks-refresh")
 
     async def _refresh_if_allowed(self) -> None:
         """Join a fetch under way, or start one if the last attempt is old enough."""
-        if self._inflight is not None or self._clock() - self._last_attempt >= self._min_refresh_interval:
+        if self._inflight is not None or self._refresh_allowed():
             await self.refresh()
 
     async def refresh(self) -> None:
