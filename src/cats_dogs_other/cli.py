@@ -182,6 +182,10 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "timeout_keep_alive": 5,
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
         "http": LimitedHttpProtocol.with_limits(ProtocolLimits.from_settings(settings)),
+        # X-Forwarded-For only from TRUSTED_PROXIES (api.clients), for the access log's client too;
+        # Uvicorn's own default trusts it from 127.0.0.1, which any local process can forge.
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": settings.trusted_proxies or None,
     }
     if settings.workers == 1:
         app = create_app(settings, classifier, source, freeze_heap=True)

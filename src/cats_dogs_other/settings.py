@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -78,7 +79,10 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(4, ge=1, le=256, description="Most images in one model call.")
     batch_max_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait for a batch to fill.")
     queue_max: int = Field(
-        128, ge=1, description="Most prediction requests in progress, whatever the wait; past it, 503."
+        128,
+        ge=1,
+        description="Most prediction requests in progress, whatever the wait; past it, 503. While one "
+        "client holds more than its fair share, others may be let in past it (never twice as many).",
     )
     max_queue_wait_ms: float = Field(
         500.0,
@@ -117,6 +121,12 @@ class Settings(BaseSettings):
     max_header_count: int = Field(100, ge=8, description="Most header lines in a request; past it, 431.")
     max_connections: int = Field(
         512, ge=1, description="Open connections per process; past it, new ones get 503 and are closed."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of proxies whose X-Forwarded-For names the client, "
+        "comma-separated; empty (the default): the client is the connection's peer address. Used to "
+        "share places fairly between clients when auth is off.",
     )
     body_timeout_seconds: float = Field(30.0, gt=0, description="Longest wait for the next chunk of a body.")
     body_deadline_seconds: float = Field(
@@ -202,9 +212,16 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
         return value

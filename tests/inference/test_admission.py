@@ -8,7 +8,9 @@ import pytest
 from cats_dogs_other.inference.admission import (
     RATE_WINDOW_SECONDS,
     AdmissionControl,
+    FairShare,
     Refusal,
+    RefusalKind,
     ServiceRate,
     Ticket,
 )
@@ -138,3 +140,89 @@ def test_a_count_only_control_ignores_the_rate() -> None:
     )
     serve(admission, clock, answers=40, each=0.5)  # 2 answers per second
     assert admission.limit == 48
+
+
+def full(admission: AdmissionControl, client: str, count: int) -> list[Ticket]:
+    tickets = [admission.try_admit(client) for _ in range(count)]
+    assert all(isinstance(t, Ticket) for t in tickets)
+    return tickets  # type: ignore[return-value]
+
+
+def test_a_client_alone_may_take_every_place() -> None:
+    admission = control(Clock(), max_in_flight=10)
+    full(admission, "hog", 10)
+    refusal = admission.try_admit("hog")
+    assert isinstance(refusal, Refusal)
+    assert refusal.kind is RefusalKind.FULL  # nobody else waits: the service is simply full
+
+
+def test_a_client_with_one_request_is_not_refused_because_another_holds_every_place() -> None:
+    admission = control(Clock(), max_in_flight=250)
+    full(admission, "hog", 250)
+    assert isinstance(admission.try_admit("alice"), Ticket)  # under its share (125): let in past the limit
+    assert isinstance(admission.try_admit("alice"), Ticket)
+    refusal = admission.try_admit("hog")  # over its share while alice waits: refused first
+    assert isinstance(refusal, Refusal)
+    assert refusal.kind is RefusalKind.OVER_SHARE
+    assert "its share being 125 while 1 other clients wait" in refusal.reason
+
+
+def test_the_share_shrinks_as_clients_arrive_and_the_overshoot_stays_under_the_surplus() -> None:
+    clock = Clock()
+    admission = control(clock, max_in_flight=100)
+    full(admission, "hog", 100)
+    admitted = 0
+    for n in range(200):  # 200 clients with one request each
+        admitted += isinstance(admission.try_admit(f"client-{n}"), Ticket)
+    # Each was let in only while the hog held more than its share past what was over the limit
+    # already: the service stays under twice its limit, and then the newcomers wait like anyone.
+    assert 0 < admitted < 100
+    assert admission.in_flight < 2 * admission.limit
+    refusal = admission.try_admit("late")
+    assert isinstance(refusal, Refusal)
+    assert refusal.kind is RefusalKind.FULL
+
+
+def test_an_over_share_client_gets_places_again_once_the_service_is_under_its_limit() -> None:
+    admission = control(Clock(), max_in_flight=4)
+    hog = full(admission, "hog", 4)
+    alice = admission.try_admit("alice")
+    assert isinstance(alice, Ticket)
+    assert admission.in_flight == 5
+    hog[0].release()
+    assert isinstance(admission.try_admit("hog"), Refusal)  # 4 in flight, the limit: still refused
+    hog[1].release()
+    assert isinstance(admission.try_admit("hog"), Ticket)  # 3 in flight: room for anyone
+
+
+def test_many_clients_with_one_request_each_are_held_to_the_limit() -> None:
+    admission = control(Clock(), max_in_flight=8)
+    tickets = [admission.try_admit(f"client-{n}") for n in range(20)]
+    assert sum(isinstance(t, Ticket) for t in tickets) == 8  # nobody holds more than a share of 1
+
+
+def test_the_share_follows_the_measured_limit_on_a_fake_clock() -> None:
+    clock = Clock()
+    admission = control(clock, wait=0.5)
+    serve(admission, clock, answers=400, each=0.01, at_once=2)  # 200/s: a limit of about 100
+    limit = admission.limit
+    full(admission, "hog", limit)
+    assert admission.share("alice") == limit // 2
+    full(admission, "alice", 3)
+    assert admission.share("bob") == limit // 3
+
+
+def test_fair_share_keeps_the_largest_holding_as_places_come_and_go() -> None:
+    shares = FairShare()
+    for client in ["a", "a", "a", "b", "b", "c"]:
+        shares.take(client)
+    assert (shares.largest, shares.clients) == (3, 3)
+    shares.give_back("a")
+    assert shares.largest == 2  # a and b hold 2
+    shares.give_back("b")
+    assert shares.largest == 2  # a still holds 2
+    shares.give_back("a")
+    assert shares.largest == 1
+    for client in ["a", "b", "c"]:
+        shares.give_back(client)
+    assert (shares.largest, shares.clients, shares.held) == (0, 0, {})

@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from opentelemetry import trace
 
+from cats_dogs_other.api.clients import TrustedProxies
 from cats_dogs_other.auth.tokens import TokenValidator
 from cats_dogs_other.feedback import FeedbackStore
 from cats_dogs_other.inference.classifier import ImageClassifier
@@ -92,6 +93,10 @@ class ServiceState:
     model: ServedModel | None = None
     feedback: FeedbackStore | None = None  # FEEDBACK_DATABASE_URL set: POST /feedback stores here
     phase: Phase = Phase.STARTING
+    proxies: TrustedProxies = field(init=False)  # TRUSTED_PROXIES, parsed once
+
+    def __post_init__(self) -> None:
+        self.proxies = TrustedProxies(self.settings.trusted_proxies)
 
     def advance(self, phase: Phase) -> None:
         """Move on to `phase`, unless the process is already past it (a late warm-up after SIGTERM must

@@ -4,6 +4,12 @@ A fixed count of requests in flight says nothing about time: 128 small JPEGs wai
 128 PDFs a minute. Here the engine measures the rate at which it answers requests while it has work
 (`ServiceRate`) and, by Little's law, expects a newcomer to wait `in_flight / rate`; past the budget,
 or past `QUEUE_MAX` as a hard cap, it is refused at once (503 with a Retry-After of that wait).
+
+Places are shared between clients (`FairShare`): when the service is full, a client holding less than
+its share (the limit divided among the clients with requests in progress) is still let in while
+another holds more than its share, and the service is over its limit by less than that surplus; the
+one over its share is refused until the service is back under its limit. So a client that took every
+place while alone does not lock others out, and in-flight requests stay under twice the limit.
 Everything here runs on the event loop, so plain counters are enough.
 """
 
@@ -11,9 +17,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 
 from cats_dogs_other.inference.batching import QueueFullError
 
@@ -59,12 +67,57 @@ class ServiceRate:
             self._busy_since = now
 
 
+class RefusalKind(StrEnum):
+    """Why admission said no, as operators count it (`cdo_refusals_total{reason}`)."""
+
+    FULL = "full"  # no place left, and no client holds more than its share
+    OVER_SHARE = "over_share"  # the client holds its share or more while others wait
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why a request is refused now, and when to come back."""
 
     reason: str
     retry_after_seconds: int
+    kind: RefusalKind = RefusalKind.FULL
+
+
+class FairShare:
+    """Places held per client, and the most any one client holds, kept in O(1) per change.
+
+    The largest holding is kept with a count of clients per holding: when the one client at the top
+    gives a place back, the top moves down by one (that client is now there). Only clients with a
+    place are kept, so its size is bounded by the places themselves.
+    """
+
+    def __init__(self) -> None:
+        self.held: dict[str, int] = {}
+        self._clients_holding: Counter[int] = Counter()
+        self.largest = 0
+
+    @property
+    def clients(self) -> int:
+        return len(self.held)
+
+    def take(self, client: str) -> None:
+        before = self.held.get(client, 0)
+        self.held[client] = before + 1
+        if before:
+            self._clients_holding[before] -= 1
+        self._clients_holding[before + 1] += 1
+        self.largest = max(self.largest, before + 1)
+
+    def give_back(self, client: str) -> None:
+        before = self.held[client]
+        self._clients_holding[before] -= 1
+        if before == 1:
+            del self.held[client]
+        else:
+            self.held[client] = before - 1
+            self._clients_holding[before - 1] += 1
+        if before == self.largest and not self._clients_holding[before]:
+            self.largest -= 1
 
 
 class AdmissionControl:
@@ -79,12 +132,13 @@ class AdmissionControl:
         by_time: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.max_in_flight = max_in_flight  # QUEUE_MAX: the hard cap, and the limit until a rate is known
+        self.max_in_flight = max_in_flight  # QUEUE_MAX: the limit until a rate is known, and its ceiling
         self.max_wait_seconds = max_wait_seconds
         self.by_time = by_time  # False: a plain count (QUEUE_MAX), for work whose rate says nothing here
         self.min_in_flight = min(min_in_flight, max_in_flight)  # never shut below what keeps cores busy
         self.in_flight = 0
         self.rate = ServiceRate(clock)
+        self.shares = FairShare()
         self._clock = clock
 
     @property
@@ -101,11 +155,36 @@ class AdmissionControl:
         rate = self.rate.per_second
         return None if not rate else self.in_flight / rate
 
-    def refusal(self) -> Refusal | None:
-        """None if a request would be let in now; else why not. Cheap: called for every request."""
-        if self.in_flight < self.limit:
+    def share(self, client: str, limit: int | None = None) -> int:
+        """The places `client` may hold when the service is full: the limit split evenly among the
+        clients with requests in progress, `client` included; at least one."""
+        clients = self.shares.clients + (client not in self.shares.held)
+        return max(1, (self.limit if limit is None else limit) // clients)
+
+    def refusal(self, client: str = "") -> Refusal | None:
+        """None if `client`'s request would be let in now; else why not. Cheap: called for every
+        request (a few integer comparisons)."""
+        limit = self.limit
+        if self.in_flight < limit:
+            return None
+        held = self.shares.held.get(client, 0)
+        share = self.share(client, limit)
+        over = self.shares.largest - share  # what the largest holder holds past its share
+        if held < share and self.in_flight - limit < over:
+            # Someone holds more than its share: this client gets in now, and that one is refused until
+            # the service is back under its limit. The service runs past its limit by less than that
+            # surplus, which is less than the limit (a client past its share is only let in under it).
             return None
         wait = self.expected_wait_seconds()
+        retry_after = max(1, math.ceil(wait or 0))
+        others = self.shares.clients - (client in self.shares.held)
+        if held >= share and others:
+            return Refusal(
+                f"this client has {held} of the {self.in_flight} requests in progress, its share being "
+                f"{share} while {others} other clients wait for answers",
+                retry_after,
+                RefusalKind.OVER_SHARE,
+            )
         if wait is None:
             reason = f"{self.in_flight} requests are already in progress (QUEUE_MAX)"
         else:
@@ -114,29 +193,32 @@ class AdmissionControl:
                 f"{self.rate.per_second:,.0f} requests/s it answers, over the "
                 f"{self.max_wait_seconds * 1000:,.0f} ms an admitted request may wait (MAX_QUEUE_WAIT_MS)"
             )
-        return Refusal(reason, max(1, math.ceil(wait or 0)))
+        return Refusal(reason, retry_after)
 
-    def try_admit(self) -> Ticket | Refusal:
-        """A place for one request (give it back with `Ticket.release`), or why there is none."""
-        refusal = self.refusal()
+    def try_admit(self, client: str = "") -> Ticket | Refusal:
+        """A place for one request of `client` (give it back with `Ticket.release`), or why there is
+        none. `client` names who sends it (a token's subject, an address); "" for everyone alike."""
+        refusal = self.refusal(client)
         if refusal is not None:
             return refusal
         if self.in_flight == 0:
             self.rate.busy(self._clock())
         self.in_flight += 1
-        return Ticket(self)
+        self.shares.take(client)
+        return Ticket(self, client)
 
-    def _release(self) -> None:
+    def _release(self, client: str) -> None:
         self.in_flight -= 1
+        self.shares.give_back(client)
         now = self._clock()
         self.rate.answered(now)
         if self.in_flight == 0:
             self.rate.idle(now)
 
     @contextmanager
-    def admitted(self) -> Iterator[None]:
+    def admitted(self, client: str = "") -> Iterator[None]:
         """Hold a place for a request's whole life; QueueFullError at once when there is none."""
-        ticket = self.try_admit()
+        ticket = self.try_admit(client)
         if isinstance(ticket, Refusal):
             raise QueueFullError(ticket.reason, ticket.retry_after_seconds)
         try:
@@ -149,10 +231,11 @@ class Ticket:
     """One admitted request's place; released once, however many times `release` is called (the
     protocol and the app both release it, whichever sees the request end first)."""
 
-    __slots__ = ("_control",)
+    __slots__ = ("_control", "client")
 
-    def __init__(self, control: AdmissionControl) -> None:
+    def __init__(self, control: AdmissionControl, client: str) -> None:
         self._control: AdmissionControl | None = control
+        self.client = client
 
     @property
     def released(self) -> bool:
@@ -160,5 +243,5 @@ class Ticket:
 
     def release(self) -> None:
         if self._control is not None:
-            self._control._release()
+            self._control._release(self.client)
             self._control = None
