@@ -12,16 +12,26 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from cats_dogs_other.api.clients import client_key
 from cats_dogs_other.api.state import Phase, ServedModel, ServiceState
-from cats_dogs_other.auth.bearer import bearer_token, challenge
+from cats_dogs_other.auth.bearer import (
+    KEYS_RETRY_AFTER_SECONDS,
+    KEYS_UNAVAILABLE_DETAIL,
+    BearerRefusal,
+    bearer_token,
+)
 from cats_dogs_other.auth.jwks import KeysUnavailableError
-from cats_dogs_other.auth.tokens import AuthFailure, FailureReason
+from cats_dogs_other.auth.tokens import AuthFailure
+from cats_dogs_other.inference.admission import Refusal
+from cats_dogs_other.inference.batching import QueueFullError
 from cats_dogs_other.inference.service import InferenceService
 
 RETRY_AFTER_SECONDS = "5"
 # Where the HTTP protocol leaves an admitted request's place (`inference.admission.Ticket`).
 ADMISSION_TICKET_KEY = "cats_dogs_other.admission_ticket"
-KEYS_RETRY_AFTER_SECONDS = "10"
+# Where a checked token's (scope, claims) is kept for the request, by the protocol or the first check.
+VERIFIED_TOKEN_KEY = "cats_dogs_other.verified_token"
+KEYS_UNAVAILABLE = "keys_unavailable"  # cdo_refusals_total's reason when the provider's keys are missing
 log = logging.getLogger(__name__)
 
 # Declares the scheme in OpenAPI (Swagger's Authorize button); the header itself is parsed below.
@@ -57,16 +67,28 @@ def serving_model(state: State) -> ServedModel:
 
 
 async def admitted_engine(
-    request: Request, model: Annotated[ServedModel, Depends(serving_model)]
+    request: Request, state: State, model: Annotated[ServedModel, Depends(serving_model)]
 ) -> AsyncIterator[InferenceService]:
-    """Admission control, before the body is read: past what can be answered within MAX_QUEUE_WAIT_MS
-    (or QUEUE_MAX requests in flight), 503 at once. Behind Uvicorn with `LimitedHttpProtocol` the
-    protocol admitted the request already (`api.shedding`); otherwise it is admitted here."""
+    """Admission control, after the token check and before the body is read: past what can be answered
+    within MAX_QUEUE_WAIT_MS (or QUEUE_MAX requests in flight), or past this client's share while the
+    service is full, 503 at once. Behind Uvicorn with `LimitedHttpProtocol` the protocol admitted the
+    request already (`api.shedding`); otherwise (in-process apps, a token whose keys had to be fetched)
+    it is admitted here."""
     if ADMISSION_TICKET_KEY in request.scope.get("state", {}):
         yield model.engine
         return
-    with model.engine.admission.admitted():
+    verified = request.scope.get("state", {}).get(VERIFIED_TOKEN_KEY)
+    peer = request.client.host if request.client else None
+    forwarded = [value.encode("latin-1") for value in request.headers.getlist("x-forwarded-for")]
+    client = client_key(verified[1] if verified else None, state.proxies.client_address(peer, forwarded))
+    ticket = model.engine.admission.try_admit(client)
+    if isinstance(ticket, Refusal):
+        state.metrics.refusals.labels(ticket.kind.value).inc()
+        raise QueueFullError(ticket.reason, ticket.retry_after_seconds)
+    try:
         yield model.engine
+    finally:
+        ticket.release()
 
 
 Engine = Annotated[InferenceService, Depends(admitted_engine)]
@@ -84,52 +106,47 @@ async def feedback_engine(
 FeedbackEngine = Annotated[InferenceService, Depends(feedback_engine)]
 
 
-def _refuse(
-    request: Request, state: ServiceState, reason: FailureReason, status: int, detail: str, header: str
-) -> HTTPException:
+def _refuse(request: Request, state: ServiceState, refusal: BearerRefusal) -> HTTPException:
     log.info(
         "request refused: %s",
-        reason.value,
-        extra={"reason": reason.value, "request_id": request.scope.get("state", {}).get("request_id")},
+        refusal.reason.value,
+        extra={
+            "reason": refusal.reason.value,
+            "request_id": request.scope.get("state", {}).get("request_id"),
+        },
     )
-    state.metrics.auth_failures.labels(reason.value).inc()
-    return HTTPException(status, detail, {"WWW-Authenticate": header})
+    state.metrics.refused_token(refusal.reason.value, refusal.refusal_reason)
+    return HTTPException(refusal.status, refusal.detail, {"WWW-Authenticate": refusal.challenge})
 
 
 async def _checked_claims(request: Request, state: ServiceState, scope: str) -> dict[str, Any] | None:
     """The token check per RFC 6750 for `scope`: the token's claims, or None when auth is disabled.
-    Tokens are never logged, failures by reason only."""
+    Tokens are never logged, failures by reason only. A token the HTTP protocol checked already (before
+    admitting the request, `api.shedding`) is not checked twice."""
     settings = state.settings
     if settings.auth_disabled:
         return None
+    request_state = request.scope.setdefault("state", {})
+    verified = request_state.get(VERIFIED_TOKEN_KEY)
+    if verified is not None and verified[0] == scope:
+        claims: dict[str, Any] = verified[1]
+        return claims
     if state.token_validator is None:
         raise HTTPException(503, settings.auth_configuration_error() or "Authentication is not available.")
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
-        raise _refuse(
-            request,
-            state,
-            FailureReason.MISSING,
-            401,
-            "A bearer token is required: send 'Authorization: Bearer <access token>'.",
-            challenge(),
-        )
+        raise _refuse(request, state, BearerRefusal.missing())
     try:
         with state.tracer.start_as_current_span("auth"):
-            return await state.token_validator.validate(token, scope)
+            claims = await state.token_validator.validate(token, scope)
     except AuthFailure as failure:
-        if failure.reason is FailureReason.SCOPE:
-            header = challenge("insufficient_scope", failure.description, scope)
-            raise _refuse(request, state, failure.reason, 403, failure.description, header) from None
-        header = challenge("invalid_token", failure.description)
-        raise _refuse(request, state, failure.reason, 401, failure.description, header) from None
+        raise _refuse(request, state, BearerRefusal.of(failure, scope)) from None
     except KeysUnavailableError:
         log.warning("request refused: the identity provider's keys are unavailable")
-        raise HTTPException(
-            503,
-            "The identity provider's signing keys cannot be fetched right now; retry shortly.",
-            {"Retry-After": KEYS_RETRY_AFTER_SECONDS},
-        ) from None
+        state.metrics.refusals.labels(KEYS_UNAVAILABLE).inc()
+        raise HTTPException(503, KEYS_UNAVAILABLE_DETAIL, {"Retry-After": KEYS_RETRY_AFTER_SECONDS}) from None
+    request_state[VERIFIED_TOKEN_KEY] = (scope, claims)
+    return claims
 
 
 async def require_prediction_token(

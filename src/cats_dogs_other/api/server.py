@@ -9,8 +9,10 @@
   number of connections, nor on the time headers take (slowloris). Here the request line and headers are
   capped in bytes and lines (431 and close), the connections of a process are capped (503 and close),
   and headers not complete within `header_timeout_seconds` get the connection closed.
-- Load shedding before the app (`api.shedding`): under overload a prediction request gets its 503 as
-  soon as its headers are parsed, and the connection is closed without reading its body.
+- Authentication and load shedding before the app (`api.shedding`): a prediction request without a
+  valid token gets its 401/403, and under overload one gets its 503, as soon as its headers are parsed;
+  its body is dropped unread (or the connection closed), and a connection refused again and again is
+  read more and more slowly (`pace_after`).
 """
 
 from __future__ import annotations
@@ -28,10 +30,9 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from cats_dogs_other.api.dependencies import ADMISSION_TICKET_KEY
 from cats_dogs_other.api.middleware import REQUEST_ID_HEADER, new_request_id, valid_request_id
 from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, ProblemDetails
-from cats_dogs_other.api.shedding import SHEDDER_STATE_KEY, LoadShedder
+from cats_dogs_other.api.shedding import SHEDDER_STATE_KEY, ArrivingRequest, LoadShedder, Refused
 from cats_dogs_other.api.state import Phase, ServiceState
 from cats_dogs_other.inference.admission import Ticket
 from cats_dogs_other.settings import Settings
@@ -67,10 +68,12 @@ LINGER_SECONDS = 2.0
 # A shed request's body up to this size is read and dropped, keeping the connection (no reconnect for
 # the client, no accept for the server); a larger or chunked one gets the lingering close.
 SKIPPED_BODY_MAX_BYTES = 1 << 20
-# After a shed request, the next request on its connection is read no sooner than this: a client that
-# ignores Retry-After and asks again at once (wrk does) could otherwise make refusing the event loop's
-# only work (11,700 refusals/s at 256 clients, the admitted requests starved to 28 answers/s). 25 ms
-# keeps a refused client's answer under 50 ms and the refusals to a fraction of the loop.
+# After a refused request, the next request on its connection is read no sooner than this, doubled
+# for each refusal in a row, up to the refusal's Retry-After: a client that ignores Retry-After and
+# asks again at once (wrk does) could otherwise make refusing the event loop's only work (11,700
+# refusals/s at 256 clients, the admitted requests starved to 28 answers/s; still ~6,000/s with a
+# fixed 25 ms). 25 ms keeps a client refused once answered soon; one refused again and again costs
+# one refusal per Retry-After.
 SHED_PACE_SECONDS = 0.025
 LIVENESS_PATH = b"/health"
 LIVENESS_BODY = b'{"status":"OK"}'  # what the /health route answers (api.schemas.Health)
@@ -110,6 +113,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._in_headers = True
         self._header_bytes = 0
+        self._header_tail = b""  # the last bytes of headers fed, where a CRLF CRLF may begin
         self._header_count = 0
         self._refusal: _Answer | None = None
         self._deferred: _Answer | None = None  # a refusal waiting for the answer in progress to be sent
@@ -120,6 +124,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._tickets: list[Ticket] = []  # places taken by this connection's requests (released twice: ok)
         self._answered_here = False  # the current request was answered here (GET /health, or shed)
         self._shed_pending = False
+        self._body_left = 0  # bytes of a refused request's body still to drop
+        self._paced = False  # a refused request is complete and its pace not over: nothing is parsed
+        self._held = b""  # what arrived meanwhile (reading is paused: one read at most)
+        self._refused_in_a_row = 0  # this connection's requests refused here since one was let through
+        self._pace_seconds = SHED_PACE_SECONDS
         self._answered_in_this_read = 0  # requests of the current read answered here
 
     @classmethod
@@ -144,7 +153,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         self._answered_in_this_read = 0
         while data and not self.transport.is_closing() and not self._discarding:
+            if self._paced:  # what follows a paced refusal waits for its pace (`_end_pace`)
+                self._held += data
+                return
             if not self._in_headers:
+                if self._answered_here and self._body_left:
+                    # The dropped body of a request refused here, fed up to its end and no further, so
+                    # that the next request is parsed only once this one's pace is over.
+                    piece, data = data[: self._body_left], data[self._body_left :]
+                    self._feed(piece)
+                    continue
                 self._feed(data)
                 return
             room = self._limits.max_header_bytes - self._header_bytes
@@ -152,6 +170,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self._refuse_large_headers(f"over {self._limits.max_header_bytes:,} bytes")
                 return
             piece, data = data[:room], data[room:]
+            # Up to the end of the headers only: the body is fed on its own (above), once it is known
+            # whether the request was refused here. (Without a CRLF CRLF, as the slice comes.)
+            end = (self._header_tail + piece).find(b"\r\n\r\n")
+            if end >= 0:
+                cut = end + 4 - len(self._header_tail)
+                piece, data = piece[:cut], piece[cut:] + data
+            self._header_tail = (self._header_tail + piece)[-3:]
             self._header_bytes += len(piece)
             self._feed(piece)
 
@@ -222,23 +247,35 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.flow.pause_reading()
 
     def on_body(self, body: bytes) -> None:
-        if not self._answered_here:  # the body of a request answered here: dropped
+        if self._answered_here:  # the body of a request answered here: dropped
+            self._body_left = max(0, self._body_left - len(body))
+        else:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         if self._answered_here:
             self._answered_here = False
             if self._shed_pending:
-                # Paced: this connection's next request is read a little later (`SHED_PACE_SECONDS`).
+                # Paced: this connection's next request is read a little later (`pace_after`).
                 self._shed_pending = False
+                self._paced = True
                 self.flow.pause_reading()
-                self.loop.call_later(SHED_PACE_SECONDS, self.on_response_complete)
+                self.loop.call_later(self._pace_seconds, self._end_pace)
             else:
                 self.on_response_complete()  # keep-alive timer, reading resumed, as after any answer
         else:
             super().on_message_complete()
         self._in_headers = True  # what follows on this connection is the next request's headers
         self._header_bytes = 0
+        self._header_tail = b""
+
+    def _end_pace(self) -> None:
+        """The pace of a refusal is over: reading resumes, and what arrived meanwhile is parsed."""
+        self._paced = False
+        self.on_response_complete()
+        held, self._held = self._held, b""
+        if held and not self.transport.is_closing():
+            self.data_received(held)
 
     def send_400_response(self, msg: str) -> None:
         if self._refusal is None:
@@ -272,17 +309,20 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._answered_in_this_read += 1
             self._answer_liveness()
             return True
-        admitted = shedder.admit(method, self.url)
-        if admitted is None:
+        peer = self.client[0] if self.client else None
+        admitted = shedder.admit(ArrivingRequest(method, self.url, self.headers, peer))
+        if not isinstance(admitted, Refused):  # let through: admitted here, or for the app to decide
+            self._refused_in_a_row = 0
+            if admitted is not None:
+                self.scope["state"].update(admitted.request_state)  # the app gives the place back
+                self._tickets.append(admitted.ticket)
             return False
-        if isinstance(admitted, Ticket):
-            self.scope["state"][ADMISSION_TICKET_KEY] = admitted  # the app gives it back when done
-            self._tickets.append(admitted)
-            return False
+        self._refused_in_a_row += 1
+        self._pace_seconds = pace_after(self._refused_in_a_row, admitted.retry_after_seconds)
         answer = _Answer(
-            HTTPStatus.SERVICE_UNAVAILABLE,
-            f"The service is at capacity ({admitted.refusal.reason}); retry shortly.",
-            {"Retry-After": str(admitted.refusal.retry_after_seconds)},
+            admitted.status,
+            admitted.detail,
+            admitted.headers,
             instance=path.decode("ascii", "replace"),
             request_id=self._request_id(),
             linger=True,
@@ -291,6 +331,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._body_can_be_skipped():
             self._answered_here = True  # its body is dropped as it arrives; the connection stays open
             self._shed_pending = True
+            self._body_left = self._declared_length() or 0
             self._answered_in_this_read += 1
             self.transport.write(_problem_bytes(answer, self.server_state.default_headers, close=False))
             return True
@@ -303,8 +344,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         and a chunked or large one would keep the connection busy: those connections are closed."""
         if self.expect_100_continue or not self.parser.should_keep_alive():
             return False
+        declared = self._declared_length()
+        return declared is not None and declared <= SKIPPED_BODY_MAX_BYTES
+
+    def _declared_length(self) -> int | None:
         declared = next((value for name, value in self.headers if name == b"content-length"), None)
-        return declared is not None and declared.isdigit() and int(declared) <= SKIPPED_BODY_MAX_BYTES
+        return int(declared) if declared is not None and declared.isdigit() else None
 
     def _answer_liveness(self) -> None:
         """`GET /health` answered here, as the route would (`{"status": "OK"}`), without an app task:
@@ -365,6 +410,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             "closing a connection whose request headers took over %s s", self._limits.header_timeout_seconds
         )
         self.transport.close()
+
+
+def pace_after(refusals_in_a_row: int, retry_after_seconds: float) -> float:
+    """How long a connection is left unread after its `refusals_in_a_row`-th refusal in a row: 25 ms,
+    then twice as long each time, never longer than the refusal's Retry-After."""
+    return min(retry_after_seconds, SHED_PACE_SECONDS * 2.0 ** min(refusals_in_a_row - 1, 30))
 
 
 def _problem_bytes(answer: _Answer, default_headers: list[tuple[bytes, bytes]], *, close: bool) -> bytes:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+REFUSAL_REASONS = ("unauthenticated", "forbidden", "over_share", "full", "keys_unavailable")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MODEL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
@@ -95,6 +96,16 @@ class ServiceMetrics:
         self.auth_failures = Counter(
             "cdo_auth_failures", "Requests refused by the token check, by reason.", ["reason"], registry=r
         )
+        self.refusals = Counter(
+            "cdo_refusals",
+            "Prediction requests refused before any work, by reason: unauthenticated (401), forbidden "
+            "(403, the token lacks the scope), over_share (503, the client holds its share of a full "
+            "service), full (503), keys_unavailable (503, the identity provider's keys cannot be fetched).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REFUSAL_REASONS:  # a series for each from the start: rates and alerts see zeros
+            self.refusals.labels(reason)
         self.documents = Counter(
             "cdo_documents",
             "PDF documents received, by outcome: read, or the reason they were refused.",
@@ -193,6 +204,11 @@ class ServiceMetrics:
             "cdo_feedback_unavailable", "Feedback refused because its database was unavailable.", registry=r
         )
         self._verdicts: deque[bool] = deque(maxlen=accuracy_window)
+
+    def refused_token(self, failure: str, refusal: str) -> None:
+        """A request refused by the token check: why the token failed, and what the refusal counts as."""
+        self.auth_failures.labels(failure).inc()
+        self.refusals.labels(refusal).inc()
 
     def serve_model(self, model: ModelExpectations) -> None:
         """Label the behaviour metrics with the served model, and publish what its card expects. Every
