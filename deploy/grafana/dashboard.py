@@ -107,6 +107,18 @@ def traffic_row() -> list[timeseries.Panel | stat.Panel]:
                 "B",
             ),
         ),
+        graph(
+            "Refusals by reason",
+            "Prediction requests refused before any work, per second: unauthenticated (401, no valid "
+            "token: checked before admission, they never take a token holder's place), forbidden (403), "
+            "over_share (503, one client holds its share of a full service), full (503), keys_unavailable "
+            "(503, the identity provider's keys cannot be fetched). Alert: "
+            "CatsDogsOtherUnauthenticatedFlood.",
+            "reqps",
+            query(f"sum by (reason) (rate(cdo_refusals_total[{RATE}]))", "{{reason}}", "A"),
+            query(":cdo_http_requests_answered_predictions:rate5m", "answered predictions", "B"),
+            width=24,
+        ),
     ]
 
 

@@ -68,6 +68,7 @@ def test_the_dashboard_covers_what_operators_watch() -> None:
         "Requests by route and status",
         "Errors",
         "Latency of answered predictions",
+        "Refusals by reason",
         "Batch size",
         "Queue",
         "Label mix: live (1 h) and training",
