@@ -86,6 +86,7 @@ benchmark: install
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/cost.py
 	$(BIN)/python benchmarks/profile.py
+	$(BIN)/python benchmarks/flood.py
 
 # The image's hash-pinned lock (deploy/docker/requirements.lock), for Linux x86_64 and Python 3.11 as in
 # the Dockerfile; uv is used only here, so it is installed on demand.

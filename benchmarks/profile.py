@@ -1,6 +1,6 @@
 """Where a request's time goes at saturation: py-spy on a live `serve` under wrk, stacks sorted by stage.
 
-    .venv/bin/python benchmarks/profile.py [--seconds 10] [--concurrency 16] [--serve-args "..."]
+    .venv/bin/python benchmarks/profile.py [--seconds 10] [--concurrency 16] [--serve-args "..."] [--src DIR]
 
 Samples every thread of the server 250 times a second (py-spy, non-blocking) while wrk keeps it busy
 with the small JPEGs of benchmarks/serving.py, and reads the process's CPU time from /proc over the same
@@ -10,6 +10,8 @@ Samples whose innermost frame waits (a lock, a queue, or the event loop's own C 
 it waits for the network: py-spy cannot tell waiting from I/O there) are set apart, not counted as
 busy; a thread inside a C call that gives up the GIL (ONNX Runtime, Pillow's decoders) is counted.
 Writes the raw stacks to benchmarks/results/profile.txt (py-spy's collapsed format, for a flame graph).
+CPU-ms are per answer (a 200): at 256 clients most requests are refusals, whose cost is what the
+answers pay for. `--src` profiles another checkout's `src/` (a `git worktree`) with this venv.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ STAGES = [
     ("access log", ("Logger._log", "Logger.info")),
     ("micro-batcher", ("MicroBatcher._work", "MicroBatcher._run_batch", "MicroBatcher.submit_timed")),
     ("thread hand-offs (anyio)", ("run_sync_in_worker_thread", "WorkerThread.run", "Queue.put")),
+    (
+        "refusing in the protocol (admission, token, answer)",
+        ("LoadShedder.admit", "_answered_before_the_app", "_problem_bytes", "LimitedHttpProtocol._answer"),
+    ),
     ("HTTP protocol (Uvicorn, httptools)", ("data_received", "connection_made", "RequestResponseCycle.send")),
     (
         "middleware (request ids, limits)",
@@ -77,6 +83,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--serve-args", default="")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "profile.txt")
+    parser.add_argument("--src", type=Path, default=None, help="a checkout's src/ folder to run instead")
+    parser.add_argument("--wrk-timeout", type=int, default=10, help="wrk's --timeout in seconds")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if shutil.which("wrk") is None or not Path(py_spy).exists():
@@ -85,13 +93,18 @@ def main() -> None:
     port = free_port()
     with (
         tempfile.TemporaryDirectory() as folder,
-        server(service_command(port, "--no-auth", *args.serve_args.split()), port) as process,
+        server(
+            service_command(port, "--no-auth", *args.serve_args.split()),
+            port,
+            {"PYTHONPATH": str(args.src)} if args.src else None,
+        ) as process,
     ):
         count = write_bodies(images, Path(folder))
         base = f"http://127.0.0.1:{port}"
         wrk = subprocess.Popen(
             [
-                *["wrk", "-t1", f"-c{args.concurrency}", f"-d{int(args.seconds) + 4}s", "--timeout", "10s"],
+                *["wrk", "-t1", f"-c{args.concurrency}", f"-d{int(args.seconds) + 4}s"],
+                *["--timeout", f"{args.wrk_timeout}s"],
                 *["-s", str(HERE / "multipart.lua"), base, "--", folder, str(count), "/upload"],
             ],
             stdout=subprocess.PIPE,
@@ -116,7 +129,8 @@ def main() -> None:
     import json
 
     result = json.loads(output.strip().splitlines()[-1])
-    rps = result["requests"] / (result["duration_us"] / 1e6)
+    rps = result["statuses"].get("200", 0) / (result["duration_us"] / 1e6)
+    asked = result["requests"] / (result["duration_us"] / 1e6)
     samples: collections.Counter[str] = collections.Counter()
     waiting = 0
     for line in stacks.splitlines():
@@ -130,7 +144,8 @@ def main() -> None:
     cpu_ms = 1000 * used / (rps * wall)
     print(f"Machine: {describe()}\n")
     print(
-        f"{args.concurrency} clients, small JPEGs: {rps:.0f} answers/s, the server busy {used / wall:.2f} "
+        f"{args.concurrency} clients, small JPEGs: {rps:.0f} answers/s ({asked:.0f} requests/s, "
+        f"{result['errors']['timeout']} timeouts), the server busy {used / wall:.2f} "
         f"cores, **{cpu_ms:.2f} CPU-ms per answer**; {busy} busy samples ({waiting} waiting, not counted).\n"
     )
     print("| stage | share of busy samples | CPU-ms per answer |")

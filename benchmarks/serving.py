@@ -116,17 +116,19 @@ class JwksServer:
         self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def token(self) -> str:
+    def token(self, subject: str = "bench", key: rsa.RSAPrivateKey | None = None) -> str:
+        """A valid access token for `subject`; signed by another `key` (same kid), a forged one."""
         now = int(time.time())
         claims = {
             "iss": self.issuer,
             "aud": AUDIENCE,
-            "sub": "bench",
+            "sub": subject,
             "iat": now,
             "exp": now + 3600,
             "scope": "get::prediction",
         }
-        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "bench", "typ": "at+jwt"})
+        signer = key or self.key
+        return jwt.encode(claims, signer, algorithm="RS256", headers={"kid": "bench", "typ": "at+jwt"})
 
 
 def token_check_cost_us(provider: JwksServer, calls: int = 2000) -> float:
