@@ -163,10 +163,6 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 2
     configure_logging(settings.log_level)
     configure_malloc()  # before any thread exists: flat memory, peaks given back (memory.py)
-    import os as _os
-
-    if _os.environ.get("CDO_SWITCH"):
-        sys.setswitchinterval(float(_os.environ["CDO_SWITCH"]))
     problem = settings.auth_configuration_error()
     if problem:
         print(f"error: {problem}", file=sys.stderr)
