@@ -11,7 +11,11 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported where used: `serve` and `predict` need different stacks
+    from cats_dogs_other.inference.files import FileOutcome, Outcome
+    from cats_dogs_other.inference.service import InferenceService
 
 
 def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -48,66 +52,75 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import asyncio
+
     from cats_dogs_other.inference.classifier import ImageClassifier
+    from cats_dogs_other.inference.service import InferenceService
     from cats_dogs_other.settings import Settings
 
     settings = Settings(max_pixels=args.max_pixels)
     classifier = ImageClassifier.load(
         args.model, max_pixels=args.max_pixels, registry=settings.mlflow_registry()
     )
+    engine = InferenceService.configured(classifier, settings)
+    return asyncio.run(_predict_files(engine, args.files, as_json=args.json))
+
+
+async def _predict_files(engine: InferenceService, names: list[str], *, as_json: bool) -> int:
+    """Each file through the engine's one path (`classify_files`), as the API's `/predict` does: one
+    file at a time, each its own request's budget, its lines printed as soon as it is answered."""
+    from cats_dogs_other.inference.files import SentFile
+
+    labels = engine.classifier.labels
     failed = False
-    for name in args.files:
-        for line in _predict_file(classifier, name, settings):
-            failed = failed or "error" in line
-            if args.json:
-                print(json.dumps(line), flush=True)
-                continue
-            where = f"{name} page {line['page']} image {line['index']}" if "page" in line else name
-            if "error" in line:
-                print(f"{where}: error: {line['error']}", flush=True)
-                continue
-            values = ", ".join(
-                f"{lb} {v:.3f}" for lb, v in zip(classifier.labels, line["values"], strict=True)
-            )
-            copy = line.get("duplicate_of")
-            same = f" (same image as page {copy['page']} image {copy['index']})" if copy else ""
-            print(f"{where}: {line['prediction']} ({values}){same}", flush=True)
+    engine.start()
+    try:
+        for name in names:
+            try:
+                data = Path(name).read_bytes()
+            except OSError as exc:
+                lines: list[dict[str, Any]] = [{"file": name, "error": exc.strerror or str(exc)}]
+            else:
+                (outcome,) = await engine.classify_files([SentFile(name, data)], engine.request_budget())
+                lines = _predict_lines(name, outcome)
+            for line in lines:
+                failed = failed or "error" in line
+                print(json.dumps(line) if as_json else _predict_text(name, line, labels), flush=True)
+    finally:
+        await engine.stop()
     return 1 if failed else 0
 
 
-def _predict_file(classifier: Any, name: str, settings: Any) -> list[dict[str, Any]]:
+def _predict_lines(name: str, outcome: FileOutcome) -> list[dict[str, Any]]:
     """One line for an image, one per embedded image for a PDF (`page`, `index`, `duplicate_of`)."""
     from cats_dogs_other.inference.decode import InvalidImageError
-    from cats_dogs_other.inference.documents import InvalidDocumentError, is_pdf, read_document
+    from cats_dogs_other.inference.files import DocumentOutcome, RefusedFile
 
-    try:
-        data = Path(name).read_bytes()
-        if not is_pdf(data):
-            (result,) = classifier.predict([data])
-            return [{"file": name, **result.as_dict()}]
-        document = read_document(data, settings.document_limits())
-    except (InvalidImageError, InvalidDocumentError, OSError) as exc:
-        return [
-            {"file": name, "error": exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)}
-        ]
-    lines: dict[tuple[int, int], dict[str, Any]] = {}
-    for image in document.images:
-        where = (image.position.page, image.position.index)
-        line: dict[str, Any] = {"file": name, "page": where[0], "index": where[1]}
+    def result(image: Outcome) -> dict[str, Any]:
+        return {"error": str(image)} if isinstance(image, InvalidImageError) else image.as_dict()
+
+    if isinstance(outcome, RefusedFile):
+        return [{"file": name, "error": str(outcome.error)}]
+    if not isinstance(outcome, DocumentOutcome):
+        return [{"file": name, **result(outcome.outcome)}]
+    lines = []
+    for image in outcome.images:
+        line = {"file": name, "page": image.position.page, "index": image.position.index}
+        line |= result(image.outcome)
         if image.duplicate_of is not None:
-            original = lines[(image.duplicate_of.page, image.duplicate_of.index)]
-            line |= {k: v for k, v in original.items() if k in ("prediction", "values", "error")}
             line["duplicate_of"] = {"page": image.duplicate_of.page, "index": image.duplicate_of.index}
-        elif image.error is not None:
-            line["error"] = str(image.error)
-        else:
-            try:
-                (result,) = classifier.predict([image.data])
-                line |= result.as_dict()
-            except InvalidImageError as exc:
-                line["error"] = str(exc)
-        lines[where] = line
-    return list(lines.values())
+        lines.append(line)
+    return lines
+
+
+def _predict_text(name: str, line: dict[str, Any], labels: list[str]) -> str:
+    where = f"{name} page {line['page']} image {line['index']}" if "page" in line else name
+    if "error" in line:
+        return f"{where}: error: {line['error']}"
+    values = ", ".join(f"{label} {value:.3f}" for label, value in zip(labels, line["values"], strict=True))
+    copy = line.get("duplicate_of")
+    same = f" (same image as page {copy['page']} image {copy['index']})" if copy else ""
+    return f"{where}: {line['prediction']} ({values}){same}"
 
 
 def _extract(args: argparse.Namespace, argv: Sequence[str]) -> int:

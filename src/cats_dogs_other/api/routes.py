@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -37,10 +36,16 @@ from cats_dogs_other.api.schemas import (
     VersionInfo,
 )
 from cats_dogs_other.api.state import Phase
-from cats_dogs_other.inference.budget import RequestBudget
 from cats_dogs_other.inference.decode import SUPPORTED_FORMATS_TEXT, InvalidImageError
-from cats_dogs_other.inference.documents import Document, EmbeddedImage, InvalidDocumentError, is_pdf
-from cats_dogs_other.inference.service import ImageItem, InferenceService, Outcome
+from cats_dogs_other.inference.documents import is_pdf
+from cats_dogs_other.inference.files import (
+    DocumentImageOutcome,
+    DocumentOutcome,
+    FileOutcome,
+    ImageFileOutcome,
+    RefusedFile,
+    SentFile,
+)
 from cats_dogs_other.settings import Settings
 
 FileAnswer = FilePrediction | DocumentPrediction | FileFailure
@@ -55,117 +60,73 @@ class UploadProtocol(PredictionProtocol[None, PredictionResponse]):
 
     fail_fast = True
 
-    async def read(
-        self, request: Request, settings: Settings, engine: InferenceService, budget: RequestBudget
-    ) -> tuple[Sequence[bytes], None]:
+    async def read(self, request: Request, settings: Settings) -> tuple[Sequence[SentFile], None]:
         files = await read_file_parts(request, "file", settings.max_files_per_request)
         if len(files) > 1:
             raise HTTPException(
                 400, f"Send one part named 'file' (got {len(files)}); POST /predict takes several."
             )
-        if is_pdf(files[0][1]):
+        name, data = files[0]
+        if is_pdf(data):
             raise HTTPException(415, PDF_ON_UPLOAD)
-        return [files[0][1]], None
+        return [SentFile(name, data)], None
 
-    def answer(self, context: None, outcomes: list[Outcome]) -> PredictionResponse:
-        (outcome,) = outcomes
-        if isinstance(outcome, InvalidImageError):  # fail_fast raised it already; narrows the type
-            raise outcome
-        return PredictionResponse(prediction=outcome.prediction, values=outcome.values)
-
-
-@dataclass(frozen=True)
-class SentFile:
-    """A part of a /predict request, as the answer needs it: an image, a document, or a refused one."""
-
-    name: str | None
-    document: Document | None = None
-    refused: InvalidDocumentError | None = None
+    def answer(self, context: None, outcomes: list[FileOutcome]) -> PredictionResponse:
+        (file,) = outcomes
+        assert isinstance(file, ImageFileOutcome), "no documents on /upload"
+        if isinstance(file.outcome, InvalidImageError):  # fail_fast raised it already; narrows the type
+            raise file.outcome
+        return PredictionResponse(prediction=file.outcome.prediction, values=file.outcome.values)
 
 
-class PredictFilesProtocol(PredictionProtocol[list[SentFile], list[FileAnswer]]):
+class PredictFilesProtocol(PredictionProtocol[None, list[FileAnswer]]):
     """`/predict`: parts named `files`, images or PDFs; each file gets its answer or its own problem, in
     order. A PDF's images join the request's images on their way to the model (batched with them)."""
 
-    async def read(
-        self, request: Request, settings: Settings, engine: InferenceService, budget: RequestBudget
-    ) -> tuple[Sequence[ImageItem], list[SentFile]]:
+    documents = True
+
+    async def read(self, request: Request, settings: Settings) -> tuple[Sequence[SentFile], None]:
         files = await read_file_parts(request, "files", settings.max_files_per_request)
-        images: list[ImageItem] = []
-        sent: list[SentFile] = []
-        for name, data in files:
-            if not is_pdf(data):
-                sent.append(SentFile(name))
-                images.append(data)
-                continue
-            try:
-                document = await engine.read_document(data, budget)
-            except InvalidDocumentError as exc:
-                sent.append(SentFile(name, refused=exc))
-                continue
-            sent.append(SentFile(name, document))
-            images.extend(document.to_classify)
-        return images, sent
+        return [SentFile(name, data) for name, data in files], None
 
-    def answer(self, context: list[SentFile], outcomes: list[Outcome]) -> list[FileAnswer]:
-        results = iter(outcomes)
-        answers: list[FileAnswer] = []
-        for file in context:
-            if file.refused is not None:
-                answers.append(FileFailure(filename=file.name, error=problem_for(file.refused).details()))
-            elif file.document is not None:
-                document = file.document
-                images = _document_answers(document, results)
-                answers.append(DocumentPrediction(filename=file.name, pages=document.pages, images=images))
-            else:
-                answers.append(_file_answer(file.name, next(results)))
-        return answers
+    def answer(self, context: None, outcomes: list[FileOutcome]) -> list[FileAnswer]:
+        return [_file_answer(file) for file in outcomes]
 
 
-def _file_answer(name: str | None, outcome: Outcome) -> FilePrediction | FileFailure:
-    if isinstance(outcome, InvalidImageError):
-        return FileFailure(filename=name, error=problem_for(outcome).details())
+def _file_answer(file: FileOutcome) -> FileAnswer:
+    if isinstance(file, RefusedFile):
+        return FileFailure(filename=file.name, error=problem_for(file.error).details())
+    if isinstance(file, DocumentOutcome):
+        images = [_image_answer(image) for image in file.images]
+        return DocumentPrediction(filename=file.name, pages=file.pages, images=images)
+    if isinstance(file.outcome, InvalidImageError):
+        return FileFailure(filename=file.name, error=problem_for(file.outcome).details())
     return FilePrediction(
-        filename=name,
-        prediction=outcome.prediction,
-        values=outcome.values,
-        thumbnail=_data_url(outcome.thumbnail),
+        filename=file.name,
+        prediction=file.outcome.prediction,
+        values=file.outcome.values,
+        thumbnail=_data_url(file.outcome.thumbnail),
     )
 
 
-def _document_answers(
-    document: Document, results: Iterator[Outcome]
-) -> list[DocumentImagePrediction | DocumentImageFailure]:
-    """Each image's answer in page order; a copy gets its original's answer (computed once)."""
-    answered: dict[tuple[int, int], DocumentImagePrediction | DocumentImageFailure] = {}
-    answers: list[DocumentImagePrediction | DocumentImageFailure] = []
-    for image in document.images:
-        position = (image.position.page, image.position.index)
-        if image.duplicate_of is not None:
-            original = answered[(image.duplicate_of.page, image.duplicate_of.index)]
-            duplicate_of = ImagePosition(page=image.duplicate_of.page, index=image.duplicate_of.index)
-            update: dict[str, object] = {"page": position[0], "index": position[1]}
-            if isinstance(original, DocumentImagePrediction):
-                update["duplicate_of"] = duplicate_of
-            answer = original.model_copy(update=update)
-        else:
-            outcome = image.error if image.error is not None else next(results)
-            answer = _image_answer(image, outcome)
-        answered[position] = answer
-        answers.append(answer)
-    return answers
-
-
-def _image_answer(image: EmbeddedImage, outcome: Outcome) -> DocumentImagePrediction | DocumentImageFailure:
-    where = {"page": image.position.page, "index": image.position.index, "width": image.width}
+def _image_answer(image: DocumentImageOutcome) -> DocumentImagePrediction | DocumentImageFailure:
+    """A document image's entry; a copy says whose (`duplicate_of`) when its original was classified."""
+    where = {
+        "page": image.position.page,
+        "index": image.position.index,
+        "width": image.width,
+        "height": image.height,
+    }
+    outcome = image.outcome
     if isinstance(outcome, InvalidImageError):
-        return DocumentImageFailure(**where, height=image.height, error=problem_for(outcome).details())
+        return DocumentImageFailure(**where, error=problem_for(outcome).details())
+    original = image.duplicate_of
     return DocumentImagePrediction(
         **where,
-        height=image.height,
         prediction=outcome.prediction,
         values=outcome.values,
         thumbnail=_data_url(outcome.thumbnail),
+        duplicate_of=None if original is None else ImagePosition(page=original.page, index=original.index),
     )
 
 

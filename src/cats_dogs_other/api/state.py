@@ -11,7 +11,7 @@ from cats_dogs_other.api.clients import TrustedProxies
 from cats_dogs_other.auth.tokens import TokenValidator
 from cats_dogs_other.feedback import FeedbackStore
 from cats_dogs_other.inference.classifier import ImageClassifier
-from cats_dogs_other.inference.service import BatchingConfig, InferenceService
+from cats_dogs_other.inference.service import InferenceService
 from cats_dogs_other.models.source import ModelSource
 from cats_dogs_other.observability.metrics import ModelExpectations, ServiceMetrics
 from cats_dogs_other.settings import Settings
@@ -50,20 +50,7 @@ class ServedModel:
         metrics: ServiceMetrics,
         tracer: trace.Tracer,
     ) -> ServedModel:
-        engine = InferenceService(
-            classifier,
-            max_pixels=settings.max_pixels,
-            batching=BatchingConfig(
-                settings.batch_max_size,
-                settings.batch_max_wait_ms,
-                settings.queue_max,
-                settings.max_queue_wait_ms,
-            ),
-            decode_memory_bytes=settings.decode_memory_bytes,
-            documents=settings.document_limits(),
-            metrics=metrics,
-            tracer=tracer,
-        )
+        engine = InferenceService.configured(classifier, settings, metrics, tracer)
         metrics.model_info.labels(
             classifier.name, source.display_uri, classifier.sha256, source.details.get("version", "")
         ).set(1)

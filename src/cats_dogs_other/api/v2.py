@@ -31,9 +31,9 @@ from cats_dogs_other.api.v2_request import (
     V2RequestError,
     parse_infer_request,
 )
-from cats_dogs_other.inference.budget import RequestBudget
+from cats_dogs_other.inference.classifier import Prediction
 from cats_dogs_other.inference.decode import InvalidImageError
-from cats_dogs_other.inference.service import InferenceService, Outcome
+from cats_dogs_other.inference.files import FileOutcome, ImageFileOutcome, SentFile
 from cats_dogs_other.settings import Settings
 
 MODEL_NAME = "cats-dogs-other"
@@ -111,9 +111,7 @@ class OpenInferenceProtocol(PredictionProtocol[InferenceRequest, Response]):
     def __init__(self, version: str) -> None:
         self.version = version  # the model version the answer names
 
-    async def read(
-        self, request: Request, settings: Settings, engine: InferenceService, budget: RequestBudget
-    ) -> tuple[Sequence[bytes], InferenceRequest]:
+    async def read(self, request: Request, settings: Settings) -> tuple[Sequence[SentFile], InferenceRequest]:
         body = await request.body()
         try:  # counting and validating a 10 MB body takes milliseconds: not on the event loop
             parsed = await anyio.to_thread.run_sync(
@@ -124,11 +122,15 @@ class OpenInferenceProtocol(PredictionProtocol[InferenceRequest, Response]):
             )
         except V2RequestError as exc:
             raise HTTPException(400, str(exc)) from None
-        return parsed.images, parsed.request
+        return [SentFile(None, image) for image in parsed.images], parsed.request
 
-    def answer(self, context: InferenceRequest, outcomes: list[Outcome]) -> Response:
-        predictions = [o for o in outcomes if not isinstance(o, InvalidImageError)]
-        assert len(predictions) == len(outcomes), "fail_fast raised the first bad image"
+    def answer(self, context: InferenceRequest, outcomes: list[FileOutcome]) -> Response:
+        predictions = [
+            file.outcome
+            for file in outcomes
+            if isinstance(file, ImageFileOutcome) and isinstance(file.outcome, Prediction)
+        ]
+        assert len(predictions) == len(outcomes), "images only, and fail_fast raised the first bad one"
         scores = np.array([p.values for p in predictions], dtype=np.float32)
         return _response(context, scores, [p.prediction for p in predictions], self.version)
 

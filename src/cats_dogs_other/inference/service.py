@@ -18,7 +18,7 @@ import functools
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import numpy as np
@@ -37,9 +37,11 @@ from cats_dogs_other.inference.documents import (
     EmbeddedImage,
     InvalidDocumentError,
     PdfRaster,
+    is_pdf,
     read_document,
     too_slow_image,
 )
+from cats_dogs_other.inference.files import FileOutcome, Outcome, ReadFile, SentFile, outcomes_of
 from cats_dogs_other.observability.metrics import ServiceMetrics
 
 T = TypeVar("T")
@@ -55,7 +57,6 @@ class BatchingConfig:
     max_queue_wait_ms: float = 500.0
 
 
-Outcome = Prediction | InvalidImageError
 # Images of one request worked on at once: a request of PDFs may carry hundreds of images, and alone it
 # must neither fill the model's queue (QueueFullError is for overload, not for one large request) nor
 # hold hundreds of decoded inputs. Sixteen is what /predict carried before documents, so images alone
@@ -68,7 +69,44 @@ ImageData = bytes | PdfRaster
 ImageItem = ImageData | EmbeddedImage
 
 
+class EngineSettings(Protocol):
+    """What the engine takes from `Settings` (which this package does not import)."""
+
+    max_pixels: int
+    decode_memory_bytes: int
+    batch_max_size: int
+    batch_max_wait_ms: float
+    queue_max: int
+    max_queue_wait_ms: float
+
+    def document_limits(self) -> DocumentLimits: ...
+
+
 class InferenceService:
+    @classmethod
+    def configured(
+        cls,
+        classifier: ImageClassifier,
+        settings: EngineSettings,
+        metrics: ServiceMetrics | None = None,
+        tracer: trace.Tracer | None = None,
+    ) -> InferenceService:
+        """The engine as `Settings` configure it: for the service and the CLI alike."""
+        return cls(
+            classifier,
+            max_pixels=settings.max_pixels,
+            batching=BatchingConfig(
+                settings.batch_max_size,
+                settings.batch_max_wait_ms,
+                settings.queue_max,
+                settings.max_queue_wait_ms,
+            ),
+            decode_memory_bytes=settings.decode_memory_bytes,
+            documents=settings.document_limits(),
+            metrics=metrics,
+            tracer=tracer,
+        )
+
     def __init__(
         self,
         classifier: ImageClassifier,
@@ -211,6 +249,37 @@ class InferenceService:
             self.metrics.model_latency.observe(time.perf_counter() - started)
         return scores
 
+    async def classify_files(
+        self,
+        files: Sequence[SentFile],
+        budget: RequestBudget,
+        *,
+        documents: bool = True,
+        fail_fast: bool = False,
+        thumbnails: bool = False,
+    ) -> list[FileOutcome]:
+        """One outcome per file, in order: the one path every way in goes through.
+
+        With `documents`, a PDF is read (`read_document`) and its images join the other files' on their
+        way to the model, batched with them; a document that cannot be read is its own outcome and the
+        other files go on. Without it, every file is an image (ways in that take no documents). Then
+        each document image gets its answer in its place, a copy its original's (`files.outcomes_of`).
+        `fail_fast` and `thumbnails` as in `classify`.
+        """
+        read = [
+            await self._read_file(file, budget) if documents and is_pdf(file.data) else ReadFile(file)
+            for file in files
+        ]
+        images = [image for file in read for image in file.to_classify()]
+        outcomes = await self.classify(images, budget, fail_fast=fail_fast, thumbnails=thumbnails)
+        return outcomes_of(read, outcomes)
+
+    async def _read_file(self, file: SentFile, budget: RequestBudget) -> ReadFile:
+        try:
+            return ReadFile(file, document=await self.read_document(file.data, budget))
+        except InvalidDocumentError as exc:
+            return ReadFile(file, refused=exc)
+
     async def classify(
         self,
         images: Sequence[ImageItem],
@@ -219,7 +288,7 @@ class InferenceService:
         fail_fast: bool = False,
         thumbnails: bool = False,
     ) -> list[Outcome]:
-        """Encoded images to their predictions, in order: the one path every way in goes through.
+        """Encoded images to their predictions, in order: where every file's images go (`classify_files`).
 
         A bad image gets its InvalidImageError (with its `index`) in its place and the others are still
         answered; with `fail_fast` the first bad image raises instead and the work on the others stops.
