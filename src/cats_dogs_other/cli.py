@@ -161,9 +161,9 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from uvicorn.supervisors import Multiprocess
 
     from cats_dogs_other.api.app import create_app, load_classifier, worker_app
-    from cats_dogs_other.api.server import DrainingServer, LimitedHttpProtocol, ProtocolLimits
     from cats_dogs_other.logs import configure_logging
     from cats_dogs_other.memory import configure_malloc
+    from cats_dogs_other.server import DrainingServer, LimitedHttpProtocol, ProtocolLimits
     from cats_dogs_other.settings import Settings
 
     given = _given_settings(args)

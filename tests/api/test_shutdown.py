@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from cats_dogs_other.api import create_app
-from cats_dogs_other.api.server import DrainingServer, LimitedHttpProtocol, ProtocolLimits
 from cats_dogs_other.inference.classifier import ImageClassifier
+from cats_dogs_other.server import DrainingServer, LimitedHttpProtocol, ProtocolLimits
 from cats_dogs_other.settings import Settings
 from tests.api.conftest import ServeProcess, serve_command
 from tests.api.test_backpressure import Gate, post, wait_for

@@ -18,7 +18,9 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
 from cats_dogs_other import __version__
 from cats_dogs_other.api import v2
+from cats_dogs_other.api.dependencies import admitted_routes
 from cats_dogs_other.api.feedback import router as feedback_router
+from cats_dogs_other.api.handoff import TRANSPORT_STATE_KEY, TransportState
 from cats_dogs_other.api.middleware import (
     BodyBudget,
     BodyLimitMiddleware,
@@ -28,7 +30,6 @@ from cats_dogs_other.api.middleware import (
 from cats_dogs_other.api.openapi import DESCRIPTION, TAGS, openapi_document
 from cats_dogs_other.api.problems import install_problem_handlers
 from cats_dogs_other.api.routes import router
-from cats_dogs_other.api.shedding import SHEDDER_STATE_KEY, LoadShedder
 from cats_dogs_other.api.state import Phase, ServedModel, ServiceState
 from cats_dogs_other.auth import JwksCache, TokenValidator
 from cats_dogs_other.cpu import available_cores
@@ -142,8 +143,9 @@ def create_app(
         if state.feedback is not None:
             background.append(asyncio.create_task(_prepare_feedback(state.feedback)))
         try:
-            # Lifespan state: Uvicorn hands it to its protocols, where LimitedHttpProtocol finds the shedder.
-            yield {SHEDDER_STATE_KEY: LoadShedder.for_routers([router, feedback_router, v2.router], state)}
+            # Lifespan state: Uvicorn hands it to its protocols (the `server` package, api/handoff.py).
+            routes = admitted_routes([router, feedback_router, v2.router])
+            yield {TRANSPORT_STATE_KEY: TransportState(state, routes)}
         finally:
             state.advance(Phase.STOPPING)
             for task in background:

@@ -9,10 +9,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import APIRouter, Depends, HTTPException, Request, Security
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cats_dogs_other.api.clients import client_key
+from cats_dogs_other.api.handoff import AdmittedRoute, RequestHandoff, VerifiedToken
 from cats_dogs_other.api.state import Phase, ServedModel, ServiceState
 from cats_dogs_other.auth.bearer import (
     KEYS_RETRY_AFTER_SECONDS,
@@ -27,10 +30,6 @@ from cats_dogs_other.inference.batching import QueueFullError
 from cats_dogs_other.inference.service import InferenceService
 
 RETRY_AFTER_SECONDS = "5"
-# Where the HTTP protocol leaves an admitted request's place (`inference.admission.Ticket`).
-ADMISSION_TICKET_KEY = "cats_dogs_other.admission_ticket"
-# Where a checked token's (scope, claims) is kept for the request, by the protocol or the first check.
-VERIFIED_TOKEN_KEY = "cats_dogs_other.verified_token"
 KEYS_UNAVAILABLE = "keys_unavailable"  # cdo_refusals_total's reason when the provider's keys are missing
 log = logging.getLogger(__name__)
 
@@ -72,15 +71,16 @@ async def admitted_engine(
     """Admission control, after the token check and before the body is read: past what can be answered
     within MAX_QUEUE_WAIT_MS (or QUEUE_MAX requests in flight), or past this client's share while the
     service is full, 503 at once. Behind Uvicorn with `LimitedHttpProtocol` the protocol admitted the
-    request already (`api.shedding`); otherwise (in-process apps, a token whose keys had to be fetched)
+    request already (`server.shedding`); otherwise (in-process apps, a token whose keys had to be fetched)
     it is admitted here."""
-    if ADMISSION_TICKET_KEY in request.scope.get("state", {}):
+    handoff = RequestHandoff.of(request.scope)
+    if handoff.ticket is not None:
         yield model.engine
         return
-    verified = request.scope.get("state", {}).get(VERIFIED_TOKEN_KEY)
     peer = request.client.host if request.client else None
     forwarded = [value.encode("latin-1") for value in request.headers.getlist("x-forwarded-for")]
-    client = client_key(verified[1] if verified else None, state.proxies.client_address(peer, forwarded))
+    claims = handoff.token.claims if handoff.token else None
+    client = client_key(claims, state.proxies.client_address(peer, forwarded))
     ticket = model.engine.admission.try_admit(client)
     if isinstance(ticket, Refusal):
         state.metrics.refusals.labels(ticket.kind.value).inc()
@@ -122,15 +122,13 @@ def _refuse(request: Request, state: ServiceState, refusal: BearerRefusal) -> HT
 async def _checked_claims(request: Request, state: ServiceState, scope: str) -> dict[str, Any] | None:
     """The token check per RFC 6750 for `scope`: the token's claims, or None when auth is disabled.
     Tokens are never logged, failures by reason only. A token the HTTP protocol checked already (before
-    admitting the request, `api.shedding`) is not checked twice."""
+    admitting the request, `server.shedding`) is not checked twice."""
     settings = state.settings
     if settings.auth_disabled:
         return None
-    request_state = request.scope.setdefault("state", {})
-    verified = request_state.get(VERIFIED_TOKEN_KEY)
-    if verified is not None and verified[0] == scope:
-        claims: dict[str, Any] = verified[1]
-        return claims
+    handoff = RequestHandoff.of(request.scope)
+    if handoff.token is not None and handoff.token.scope == scope:
+        return handoff.token.claims
     if state.token_validator is None:
         raise HTTPException(503, settings.auth_configuration_error() or "Authentication is not available.")
     token = bearer_token(request.headers.get("authorization"))
@@ -145,7 +143,7 @@ async def _checked_claims(request: Request, state: ServiceState, scope: str) -> 
         log.warning("request refused: the identity provider's keys are unavailable")
         state.metrics.refusals.labels(KEYS_UNAVAILABLE).inc()
         raise HTTPException(503, KEYS_UNAVAILABLE_DETAIL, {"Retry-After": KEYS_RETRY_AFTER_SECONDS}) from None
-    request_state[VERIFIED_TOKEN_KEY] = (scope, claims)
+    handoff.token = VerifiedToken(scope, claims)
     return claims
 
 
@@ -173,3 +171,19 @@ async def feedback_subject(
 
 PredictionToken = Depends(require_prediction_token)
 FeedbackSubject = Annotated[str | None, Depends(feedback_subject)]
+
+
+def admitted_routes(routers: list[APIRouter]) -> tuple[AdmittedRoute, ...]:
+    """The routes that depend on admission (`admitted_engine`), found in the routers themselves: what
+    the transport authenticates and admits, with no list to keep in step. (The routers' own routes:
+    FastAPI's app keeps included routers nested, privately.)"""
+    return tuple(
+        AdmittedRoute(frozenset(m.encode() for m in route.methods or ()), route.path_regex, route.path)
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute) and _depends_on_admission(route.dependant)
+    )
+
+
+def _depends_on_admission(dependant: Dependant) -> bool:
+    return any(sub.call is admitted_engine or _depends_on_admission(sub) for sub in dependant.dependencies)

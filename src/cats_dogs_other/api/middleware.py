@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cats_dogs_other.api.dependencies import ADMISSION_TICKET_KEY
+from cats_dogs_other.api.handoff import REQUEST_HANDOFF_KEY
 from cats_dogs_other.api.problems import INTERNAL_ERROR_DETAIL, problem
 from cats_dogs_other.observability.metrics import ServiceMetrics
 
@@ -107,9 +107,9 @@ class RequestContextMiddleware:
                 raise
             await problem(500, INTERNAL_ERROR_DETAIL, Request(scope))(scope, receive, send_with_id)
         finally:
-            ticket = scope.get("state", {}).get(ADMISSION_TICKET_KEY)
-            if ticket is not None:  # the protocol admitted it (api.shedding): its place is free again
-                ticket.release()
+            handoff = scope.get("state", {}).get(REQUEST_HANDOFF_KEY)
+            if handoff is not None and handoff.ticket is not None:  # admitted by the transport: given back
+                handoff.ticket.release()
             route = getattr(scope.get("route"), "path", None)
             if not response_started and scope.get("state", {}).get("client_disconnected"):
                 status = CLIENT_CLOSED_REQUEST

@@ -11,33 +11,24 @@ Here the protocol asks `LoadShedder.admit`, in this order:
    then checks and admits it (`admitted_engine`).
 2. admission, by client (`api.clients`): the token's subject, or the address; past the limit, or past
    the client's share of a full service, 503.
-The admitted request's place travels with it (`ADMISSION_TICKET_KEY` in its scope's state, with the
-checked claims under `VERIFIED_TOKEN_KEY`) and is given back when the app is done with it
-(`RequestContextMiddleware`) or the connection is lost. Servers that do not use this protocol (tests'
-in-process apps) authenticate and admit in the route's dependencies instead.
+The admitted request's place travels with it, with its checked token (`api.handoff.RequestHandoff`), and
+is given back when the app is done with it (`RequestContextMiddleware`) or the connection is lost.
+Servers that do not use this protocol (tests' in-process apps) authenticate and admit in the route's
+dependencies instead.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
-
 from cats_dogs_other.api.clients import FORWARDED_FOR_HEADER, client_key
-from cats_dogs_other.api.dependencies import (
-    ADMISSION_TICKET_KEY,
-    KEYS_UNAVAILABLE,
-    VERIFIED_TOKEN_KEY,
-    admitted_engine,
-)
+from cats_dogs_other.api.dependencies import KEYS_UNAVAILABLE
+from cats_dogs_other.api.handoff import TRANSPORT_STATE_KEY, AdmittedRoute, TransportState, VerifiedToken
 from cats_dogs_other.api.state import ServiceState
 from cats_dogs_other.auth.bearer import (
     KEYS_RETRY_AFTER_SECONDS,
@@ -49,21 +40,12 @@ from cats_dogs_other.auth.jwks import KeysPendingError, KeysUnavailableError
 from cats_dogs_other.auth.tokens import AuthFailure
 from cats_dogs_other.inference.admission import Ticket
 
-# Where the lifespan leaves the shedder for Uvicorn's protocols (its lifespan state, `app_state`).
+# Where the first connection leaves the shedder it built, for the others (Uvicorn's lifespan state).
 SHEDDER_STATE_KEY = "cats_dogs_other.load_shedder"
 SHED_LOG_INTERVAL_SECONDS = 10.0  # one summary line, not one line per refusal: logs must not amplify load
 # A 401/403 has no Retry-After: the pacing of a connection that keeps sending bad tokens stops here.
 MAX_TOKEN_PACE_SECONDS = 1.0
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AdmittedRoute:
-    """A route whose requests go through admission: its methods, path pattern and template."""
-
-    methods: frozenset[bytes]
-    pattern: re.Pattern[str]
-    template: str
 
 
 @dataclass(frozen=True)
@@ -80,11 +62,10 @@ class Refused:
 
 @dataclass(frozen=True)
 class Admitted:
-    """A prediction request let in by the protocol: what goes into its scope's state for the app (its
-    place, and its checked token's scope and claims)."""
+    """A prediction request let in by the protocol: its place, and the token it checked."""
 
     ticket: Ticket
-    request_state: dict[str, object]
+    token: VerifiedToken | None
 
 
 @dataclass(frozen=True)
@@ -108,16 +89,18 @@ class LoadShedder:
         self._last_log = time.monotonic()
 
     @classmethod
-    def for_routers(cls, routers: list[APIRouter], state: ServiceState) -> LoadShedder:
-        """The routes that depend on admission, found in the routers themselves: no list to keep in
-        step. (The routers' own routes: FastAPI's app keeps included routers nested, privately.)"""
-        routes = [
-            AdmittedRoute(frozenset(m.encode() for m in route.methods or ()), route.path_regex, route.path)
-            for router in routers
-            for route in router.routes
-            if isinstance(route, APIRoute) and _depends_on_admission(route.dependant)
-        ]
-        return cls(state, routes)
+    def of(cls, app_state: dict[str, object]) -> LoadShedder | None:
+        """The server's shedder, built by its first connection from what the app's lifespan handed over
+        (`TransportState`); None for an app that hands nothing over."""
+        shedder = app_state.get(SHEDDER_STATE_KEY)
+        if isinstance(shedder, LoadShedder):
+            return shedder
+        transport = app_state.get(TRANSPORT_STATE_KEY)
+        if not isinstance(transport, TransportState):
+            return None
+        built = cls(transport.service, list(transport.admitted_routes))
+        app_state[SHEDDER_STATE_KEY] = built
+        return built
 
     def admit(self, request: ArrivingRequest) -> Refused | Admitted | None:
         """The answer this request gets now, its place, or None when the app decides: not a prediction
@@ -138,10 +121,8 @@ class LoadShedder:
         address = self.state.proxies.client_address(request.peer, self._forwarded_for(request))
         admitted = model.engine.admission.try_admit(client_key(claims, address))
         if isinstance(admitted, Ticket):
-            request_state: dict[str, object] = {ADMISSION_TICKET_KEY: admitted}
-            if claims is not None:
-                request_state[VERIFIED_TOKEN_KEY] = (self.state.settings.oauth2_required_scope, claims)
-            return Admitted(admitted, request_state)
+            scope = self.state.settings.oauth2_required_scope
+            return Admitted(admitted, None if claims is None else VerifiedToken(scope, claims))
         refused = Refused(
             admitted.kind.value,
             HTTPStatus.SERVICE_UNAVAILABLE,
@@ -225,7 +206,3 @@ class LoadShedder:
             )
             self.refused_since_log.clear()
             self._last_log = now
-
-
-def _depends_on_admission(dependant: Dependant) -> bool:
-    return any(sub.call is admitted_engine or _depends_on_admission(sub) for sub in dependant.dependencies)

@@ -21,12 +21,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cats_dogs_other.api.server import SHED_PACE_SECONDS, pace_after
+from cats_dogs_other.server.protocol import SHED_PACE_SECONDS, pace_after
 from tests.api.conftest import ServeProcess, serve_command
-from tests.api.test_overload import Responses, multipart, read_response
-from tests.api.test_overload import request_head as head
 from tests.auth.conftest import AUDIENCE, FakeProvider, make_key
 from tests.auth.conftest import provider_server as provider_server  # the fixture, for this module
+from tests.server.test_overload import Responses, multipart, read_response
+from tests.server.test_overload import request_head as head
 
 
 def metrics(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

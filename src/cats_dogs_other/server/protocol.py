@@ -1,18 +1,15 @@
-"""Uvicorn, with what a service facing the internet needs and Uvicorn lacks out of the box.
+"""Uvicorn's HTTP protocol, with what a service facing the internet needs and Uvicorn lacks out of the box.
 
-- Draining: on SIGTERM `/ready` turns 503 first while requests are still served, for
-  `shutdown_drain_seconds`, so load balancers and Kubernetes stop sending traffic; only then does Uvicorn's
-  own graceful shutdown run (stop accepting, let in-flight requests finish within
-  `shutdown_grace_seconds`, run the lifespan shutdown).
-- Limits before the app, in the HTTP protocol (`LimitedHttpProtocol`): Uvicorn and httptools put no bound
-  on the headers of a request (two clients streaming header lines took the process to 3 GiB), nor on the
-  number of connections, nor on the time headers take (slowloris). Here the request line and headers are
-  capped in bytes and lines (431 and close), the connections of a process are capped (503 and close),
-  and headers not complete within `header_timeout_seconds` get the connection closed.
-- Authentication and load shedding before the app (`api.shedding`): a prediction request without a
+- Limits before the app (`LimitedHttpProtocol`): Uvicorn and httptools put no bound on the headers of a
+  request (two clients streaming header lines took the process to 3 GiB), nor on the number of
+  connections, nor on the time headers take (slowloris). Here the request line and headers are capped in
+  bytes and lines (431 and close), the connections of a process are capped (503 and close), and headers
+  not complete within `header_timeout_seconds` get the connection closed.
+- Authentication and load shedding before the app (`server.shedding`): a prediction request without a
   valid token gets its 401/403, and under overload one gets its 503, as soon as its headers are parsed;
   its body is dropped unread (or the connection closed), and a connection refused again and again is
   read more and more slowly (`pace_after`).
+- `GET /health` answered here, without an app task.
 """
 
 from __future__ import annotations
@@ -20,21 +17,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from types import FrameType
 from typing import cast
 
 import httptools
-import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from cats_dogs_other.api.handoff import RequestHandoff
 from cats_dogs_other.api.middleware import REQUEST_ID_HEADER, new_request_id, valid_request_id
 from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, ProblemDetails
-from cats_dogs_other.api.shedding import SHEDDER_STATE_KEY, ArrivingRequest, LoadShedder, Refused
-from cats_dogs_other.api.state import Phase, ServiceState
 from cats_dogs_other.inference.admission import Ticket
+from cats_dogs_other.server.shedding import ArrivingRequest, LoadShedder, Refused
 from cats_dogs_other.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,8 +113,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._deferred: _Answer | None = None  # a refusal waiting for the answer in progress to be sent
         self._discarding = False  # after a shed request's 503: what arrives is dropped
         self._linger_timer: asyncio.TimerHandle | None = None
-        shedder = self.app_state.get(SHEDDER_STATE_KEY) if isinstance(self.app_state, dict) else None
-        self._shedder: LoadShedder | None = shedder
+        self._shedder = LoadShedder.of(self.app_state) if isinstance(self.app_state, dict) else None
         self._tickets: list[Ticket] = []  # places taken by this connection's requests (released twice: ok)
         self._answered_here = False  # the current request was answered here (GET /health, or shed)
         self._shed_pending = False
@@ -314,7 +307,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if not isinstance(admitted, Refused):  # let through: admitted here, or for the app to decide
             self._refused_in_a_row = 0
             if admitted is not None:
-                self.scope["state"].update(admitted.request_state)  # the app gives the place back
+                handoff = RequestHandoff.in_state(self.scope["state"])  # the app gives the place back
+                handoff.ticket, handoff.token = admitted.ticket, admitted.token
                 self._tickets.append(admitted.ticket)
             return False
         self._refused_in_a_row += 1
@@ -444,26 +438,3 @@ def _problem_bytes(answer: _Answer, default_headers: list[tuple[bytes, bytes]], 
 
 def _headers_detail(what: str) -> str:
     return f"The request line and headers are {what}; send fewer or shorter headers."
-
-
-class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, state: ServiceState, drain_seconds: float) -> None:
-        super().__init__(config)
-        self.state = state
-        self.drain_seconds = drain_seconds
-        self._draining = False
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._draining or self.drain_seconds <= 0:  # a second signal, or no drain: stop now
-            super().handle_exit(sig, frame)
-            return
-        self._draining = True
-        self.state.advance(Phase.DRAINING)
-        log.info(
-            "signal %s: /ready answers 503; still serving for %s s before shutting down",
-            sig,
-            self.drain_seconds,
-        )
-        timer = threading.Timer(self.drain_seconds, super().handle_exit, (sig, frame))
-        timer.daemon = True
-        timer.start()

@@ -17,8 +17,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from cats_dogs_other.api import create_app
-from cats_dogs_other.api.server import LimitedHttpProtocol, ProtocolLimits
 from cats_dogs_other.inference.classifier import ImageClassifier
+from cats_dogs_other.server.protocol import LimitedHttpProtocol, ProtocolLimits
 from cats_dogs_other.settings import Settings
 from tests.api.conftest import ServeProcess, serve_command
 from tests.api.test_backpressure import Gate, post, wait_for
@@ -239,14 +239,24 @@ def test_a_burst_past_capacity_gets_only_200_and_503_and_every_place_back(
         server.stop()
 
 
-def test_the_protocol_admits_exactly_the_prediction_routes() -> None:
-    from cats_dogs_other.api import v2
-    from cats_dogs_other.api.feedback import router as feedback_router
-    from cats_dogs_other.api.routes import router
-    from cats_dogs_other.api.shedding import LoadShedder
+def test_the_protocol_admits_exactly_the_prediction_routes(classifier: ImageClassifier) -> None:
+    """What the app's lifespan hands the transport (api/handoff.py): the routes it admits."""
+    import asyncio
 
-    app = create_app(Settings(auth_disabled=True))
-    shedder = LoadShedder.for_routers([router, feedback_router, v2.router], app.state.service)
+    from cats_dogs_other.api.handoff import TRANSPORT_STATE_KEY, TransportState
+    from cats_dogs_other.server.shedding import LoadShedder
+
+    app = create_app(Settings(auth_disabled=True), classifier)
+
+    async def handed_over() -> dict[str, object]:
+        async with app.router.lifespan_context(app) as lifespan_state:
+            return dict(lifespan_state or {})
+
+    app_state = asyncio.run(handed_over())
+    assert isinstance(app_state[TRANSPORT_STATE_KEY], TransportState)
+    shedder = LoadShedder.of(app_state)
+    assert shedder is not None
+    assert LoadShedder.of(app_state) is shedder  # built once, shared by every connection
     assert {route.template for route in shedder.routes} == {
         "/upload",
         "/predict",

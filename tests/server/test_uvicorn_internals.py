@@ -1,4 +1,4 @@
-"""What `LimitedHttpProtocol` (api/server.py) takes from Uvicorn's private `HttpToolsProtocol`, checked
+"""What `LimitedHttpProtocol` (server/protocol.py) takes from Uvicorn's private `HttpToolsProtocol`, checked
 by name: when a Uvicorn release moves one, this fails and says which, rather than a server that
 misbehaves under load. pyproject.toml pins Uvicorn to the releases this passes on."""
 
@@ -12,7 +12,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from cats_dogs_other.api.server import LimitedHttpProtocol
+from cats_dogs_other.server.protocol import LimitedHttpProtocol
 
 # Methods the protocol overrides (and calls through super()) or calls.
 METHODS = (
@@ -54,7 +54,8 @@ ATTRIBUTES = (
 def _hint(what: list[str]) -> str:
     return (
         f"uvicorn {uvicorn.__version__}'s HttpToolsProtocol has no {what}, which LimitedHttpProtocol "
-        "(api/server.py) relies on: keep uvicorn below this release in pyproject.toml, or adapt the protocol"
+        "(server/protocol.py) relies on: keep uvicorn below this release in pyproject.toml, or adapt "
+        "the protocol"
     )
 
 
