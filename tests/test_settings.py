@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
 
-from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES, DEFAULT_MAX_PIXELS, decode_cost
+from cats_dogs_other.inference.decode import decode_cost
+from cats_dogs_other.inference.limits import DEFAULT_DECODE_MEMORY_BYTES, DEFAULT_MAX_PIXELS
 from cats_dogs_other.settings import Settings
 from tests.conftest import REPO_ROOT
 
@@ -38,3 +41,20 @@ def test_provider_urls_need_https_except_on_loopback(name: str) -> None:
     for allowed in ("https://idp.example.org/", "http://127.0.0.1:8000/", "http://localhost:8000/"):
         assert getattr(Settings(**{name: allowed}), name) == allowed  # type: ignore[arg-type]
     assert Settings(oauth2_jwks_uri=".well-known/jwks.json").oauth2_jwks_uri == ".well-known/jwks.json"
+
+
+def test_loading_the_settings_imports_no_image_or_pdf_library() -> None:
+    """The settings (and the CLI's flags, built from them) load without the decoders: their defaults
+    come from `inference.limits`, which holds the numbers and not the libraries."""
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, cats_dogs_other.settings; "
+            "print(sorted(m for m in ('PIL', 'pypdf', 'onnxruntime') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"

@@ -333,7 +333,7 @@ def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS
+    from cats_dogs_other.inference.limits import DEFAULT_MAX_PIXELS
 
     parser = argparse.ArgumentParser(prog="cats-dogs-other", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")

@@ -10,8 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES, max_pixels_for
-from cats_dogs_other.inference.documents import DocumentLimits
+from cats_dogs_other.inference.limits import DEFAULT_DECODE_MEMORY_BYTES, DocumentLimits, max_pixels_for
 from cats_dogs_other.models.source import MlflowRegistry
 from cats_dogs_other.urls import require_https_unless_loopback
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from cats_dogs_other.api import create_app
 from cats_dogs_other.inference.classifier import ImageClassifier
-from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS
+from cats_dogs_other.inference.limits import DEFAULT_MAX_PIXELS
 from cats_dogs_other.settings import Settings
 from tests.images import encode, png_declaring
 

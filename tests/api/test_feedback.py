@@ -17,7 +17,8 @@ from PIL import Image
 from cats_dogs_other.api import create_app
 from cats_dogs_other.feedback import FeedbackStore
 from cats_dogs_other.inference.classifier import ImageClassifier
-from cats_dogs_other.inference.documents import DocumentLimits, read_document
+from cats_dogs_other.inference.documents import read_document
+from cats_dogs_other.inference.limits import DocumentLimits
 from cats_dogs_other.settings import Settings
 from tests.images import encode
 from tests.pdfs import flate_image, hand_pdf, jpeg_image

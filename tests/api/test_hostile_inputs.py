@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS
+from cats_dogs_other.inference.limits import DEFAULT_MAX_PIXELS
 from tests.api.conftest import ServeProcess, serve_command
 from tests.images import encode, png_declaring
 from tests.servers import ProcessMemory

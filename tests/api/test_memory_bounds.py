@@ -22,8 +22,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from cats_dogs_other.inference.decode import DEFAULT_DECODE_MEMORY_BYTES
 from cats_dogs_other.inference.documents import READING_BYTES_PER_BYTE as DOCUMENTS_BYTES_PER_BYTE
+from cats_dogs_other.inference.limits import DEFAULT_DECODE_MEMORY_BYTES
 from tests.api.conftest import ServeProcess, serve_command
 from tests.hostile import (
     V2_INFER,

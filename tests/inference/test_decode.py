@@ -18,13 +18,13 @@ from PIL import Image
 from cats_dogs_other.inference.budget import MemoryBudget
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.inference.decode import (
-    DEFAULT_MAX_PIXELS,
     ImageErrorKind,
     InvalidImageError,
     _webp_size,
     decode_image,
     is_heif,
 )
+from cats_dogs_other.inference.limits import DEFAULT_MAX_PIXELS
 from tests.hostile import decode_peak, png_with_text
 from tests.images import encode, heic, png_declaring, png_image
 

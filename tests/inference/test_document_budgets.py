@@ -17,13 +17,13 @@ from cats_dogs_other.inference.budget import MemoryBudget, RequestBudget
 from cats_dogs_other.inference.decode import ImageErrorKind, InvalidImageError
 from cats_dogs_other.inference.documents import (
     MAX_XOBJECTS_VISITED,
-    REQUEST_INFLATION_BYTES,
     DocumentErrorKind,
     InvalidDocumentError,
     PdfRaster,
     inflating,
     read_document,
 )
+from cats_dogs_other.inference.limits import REQUEST_INFLATION_BYTES
 from cats_dogs_other.settings import Settings
 from tests.pdfs import (
     RawImage,

@@ -19,16 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS, InvalidImageError, decode_image
+from cats_dogs_other.inference.decode import InvalidImageError, decode_image
 from cats_dogs_other.inference.documents import (
     DocumentErrorKind,
-    DocumentLimits,
     ImagePosition,
     InvalidDocumentError,
     PdfRaster,
     is_pdf,
     read_document,
 )
+from cats_dogs_other.inference.limits import DEFAULT_MAX_PIXELS, DocumentLimits
 from cats_dogs_other.settings import Settings
 from tests.pdfs import (
     encrypted_pdf,

@@ -12,8 +12,9 @@ from PIL import Image
 
 from cats_dogs_other.cpu import available_cores
 from cats_dogs_other.inference.budget import RequestBudget
-from cats_dogs_other.inference.decode import DEFAULT_MAX_PIXELS, SOURCE_PIXELS_INFO, decode_image
+from cats_dogs_other.inference.decode import SOURCE_PIXELS_INFO, decode_image
 from cats_dogs_other.inference.documents import PdfRaster
+from cats_dogs_other.inference.limits import DEFAULT_MAX_PIXELS
 from cats_dogs_other.inference.preprocess import thumbnail_jpeg, to_input_array, training_png
 from cats_dogs_other.models.card import ModelCard
 from cats_dogs_other.models.errors import ModelLoadError

@@ -25,6 +25,13 @@ import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from cats_dogs_other.inference.budget import MemoryBudget, RequestBudget
+from cats_dogs_other.inference.limits import (
+    DECODER_WORKSPACE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    RASTER_BYTES_PER_PIXEL,
+    STRIP_BYTES_PER_PIXEL,
+    STRIP_PIXELS,
+)
 
 
 def _heif_plugin() -> bool:
@@ -59,9 +66,6 @@ HEIF_UNAVAILABLE_DETAIL = (
 )
 # ISO base media files name their kind in the `ftyp` box: HEVC-coded HEIF brands (AVIF is `avif`/`avis`).
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
-# Pillow keeps at most 4 bytes per pixel (RGB is stored as RGBX).
-RASTER_BYTES_PER_PIXEL = 4
-DEFAULT_DECODE_MEMORY_BYTES = 192 << 20  # docs/decisions.md: how the pod's 768 MiB are shared
 # libwebp decodes into a buffer of its own before Pillow copies it; libtiff reads a whole strip or tile,
 # which may be the whole image: both hold the pixels twice.
 DOUBLE_BUFFERED_FORMATS = frozenset({"WEBP", "TIFF"})
@@ -69,13 +73,9 @@ DOUBLE_BUFFERED_FORMATS = frozenset({"WEBP", "TIFF"})
 # converts them into an RGB buffer of its own, which Pillow then copies into its raster: peaks measured
 # at 7.2-9.2 bytes per pixel in all (8-bit 4:2:0 to 10-bit 4:4:4; BENCHMARKS.md), 10 reserved.
 EXTRA_BYTES_PER_PIXEL = {"AVIF": 6, "HEIF": 6}
-# Rows are converted this many pixels at a time: a few MB of temporaries, whatever the image size.
-STRIP_PIXELS = 1 << 18
-STRIP_BYTES_PER_PIXEL = 24  # crop, alpha composite, conversion and 16-bit scaling temporaries
 # libwebp's animation decoder keeps two canvases from Image.open on, then Pillow copies the frame out as
 # bytes and into its raster: four copies of 4 bytes per pixel (measured: 600 MiB for 40 megapixels).
 WEBP_BYTES_PER_PIXEL = 16
-DECODER_WORKSPACE_BYTES = 4 << 20  # zlib, libjpeg and libtiff state, Python objects
 # PNG text chunks are decompressed inside Image.open, before any reservation: Pillow allows 64 MiB of
 # them per image (an 80 KB file held 66 MiB). This service reads no PNG text; 4 MiB in all is plenty for
 # the metadata cameras write, and the per-chunk cap (1 MiB) still admits ICC profiles. Pillow documents
@@ -83,13 +83,6 @@ DECODER_WORKSPACE_BYTES = 4 << 20  # zlib, libjpeg and libtiff state, Python obj
 PngImagePlugin.MAX_TEXT_MEMORY = 4 << 20
 
 
-def max_pixels_for(decode_memory_bytes: int) -> int:
-    """The largest pixel count (in whole millions) whose worst-case decode fits the budget alone."""
-    usable = decode_memory_bytes - STRIP_PIXELS * STRIP_BYTES_PER_PIXEL - DECODER_WORKSPACE_BYTES
-    return max(1_000_000, usable // RASTER_BYTES_PER_PIXEL // 1_000_000 * 1_000_000)
-
-
-DEFAULT_MAX_PIXELS = max_pixels_for(DEFAULT_DECODE_MEMORY_BYTES)  # 47 million
 ORIENTATION_TAG = 0x0112
 _UPRIGHT = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,

@@ -47,9 +47,8 @@ from pypdf.generic import (
     StreamObject,
 )
 
-from cats_dogs_other.inference.budget import MemoryBudget, RequestBudget
+from cats_dogs_other.inference.budget import RequestBudget
 from cats_dogs_other.inference.decode import (
-    DECODER_WORKSPACE_BYTES,
     SOURCE_PIXELS_INFO,
     ImageErrorKind,
     InvalidImageError,
@@ -57,6 +56,7 @@ from cats_dogs_other.inference.decode import (
     reduced_rgb,
     to_rgb,
 )
+from cats_dogs_other.inference.limits import DECODER_WORKSPACE_BYTES, DocumentLimits
 
 log = logging.getLogger(__name__)
 
@@ -208,23 +208,6 @@ class InvalidDocumentError(ValueError):
         self.kind = kind
 
 
-# Bytes all the documents of one request may inflate to (object streams and images' samples together).
-REQUEST_INFLATION_BYTES = 512 << 20
-
-
-@dataclass(frozen=True)
-class DocumentLimits:
-    """What documents may cost; the values come from `Settings` (MAX_PDF_PAGES, ...). `seconds` is the
-    work one request's documents may take in all (PDF_TIME_BUDGET_SECONDS)."""
-
-    max_pages: int
-    max_images: int
-    max_pixels: int
-    seconds: float
-
-    def request_budget(self, capacity: int = 1 << 62) -> RequestBudget:
-        """A budget for work outside the service (the CLI, training): time and inflation, no sharing."""
-        return RequestBudget(MemoryBudget(capacity), self.seconds, REQUEST_INFLATION_BYTES)
 
 
 @dataclass(frozen=True)

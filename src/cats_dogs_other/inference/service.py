@@ -31,9 +31,7 @@ from cats_dogs_other.inference.budget import MemoryBudget, RequestBudget
 from cats_dogs_other.inference.classifier import ImageClassifier, ModelInput, Prediction
 from cats_dogs_other.inference.decode import InvalidImageError
 from cats_dogs_other.inference.documents import (
-    REQUEST_INFLATION_BYTES,
     Document,
-    DocumentLimits,
     EmbeddedImage,
     InvalidDocumentError,
     PdfRaster,
@@ -42,6 +40,7 @@ from cats_dogs_other.inference.documents import (
     too_slow_image,
 )
 from cats_dogs_other.inference.files import FileOutcome, Outcome, ReadFile, SentFile, outcomes_of
+from cats_dogs_other.inference.limits import REQUEST_INFLATION_BYTES, DocumentLimits
 from cats_dogs_other.observability.metrics import ServiceMetrics
 
 T = TypeVar("T")

@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cats_dogs_other.inference.documents import DocumentLimits, PdfRaster, read_document
+from cats_dogs_other.inference.documents import PdfRaster, read_document
+from cats_dogs_other.inference.limits import DocumentLimits
 
 COURSE_NAME = re.compile(r"^(?P<document>.+)_page(?P<page>\d+)_index(?P<index>\d+)\.\w+$")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
