@@ -136,10 +136,19 @@ def token_check_cost_us(provider: JwksServer, calls: int = 2000) -> float:
     import asyncio
 
     from cats_dogs_other.auth import JwksCache, TokenValidator
+    from cats_dogs_other.settings import Settings
 
     async def measure() -> float:
         async with httpx.AsyncClient() as client:
-            keys = JwksCache(provider.issuer, f"{provider.issuer}/jwks.json", client)
+            settings = Settings()
+            keys = JwksCache(
+                provider.issuer,
+                f"{provider.issuer}/jwks.json",
+                client,
+                default_ttl=settings.oauth2_jwks_cache_seconds,
+                min_refresh_interval=settings.oauth2_jwks_min_refresh_seconds,
+                fetch_deadline=settings.oauth2_fetch_timeout_seconds,
+            )
             validator = TokenValidator(keys, provider.issuer, AUDIENCE, "get::prediction")
             token = provider.token()
             await validator.validate(token)

@@ -12,7 +12,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cats_dogs_other.auth.jwks import JwksCache, KeysUnavailableError, parse_max_age, resolve_jwks_location
+from cats_dogs_other.settings import Settings
 from tests.auth.conftest import FakeProvider, make_key
+
+_SETTINGS = Settings()
+# The cache as the service configures it by default (OAUTH2_JWKS_*): a test overrides what it needs.
+DEFAULTS = {
+    "default_ttl": _SETTINGS.oauth2_jwks_cache_seconds,
+    "min_refresh_interval": _SETTINGS.oauth2_jwks_min_refresh_seconds,
+    "fetch_deadline": _SETTINGS.oauth2_fetch_timeout_seconds,
+}
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +58,7 @@ def make_cache(
     provider: FakeProvider, http: httpx.AsyncClient, clock: ManualClock
 ) -> Callable[..., JwksCache]:
     def build(jwks_uri: str | None = None, **options: float) -> JwksCache:
-        return JwksCache(provider.issuer, jwks_uri, http, clock=clock, **options)  # type: ignore[arg-type]
+        return JwksCache(provider.issuer, jwks_uri, http, clock=clock, **{**DEFAULTS, **options})
 
     return build
 
@@ -260,7 +269,7 @@ async def test_outage_with_no_keys_is_unavailable(
 async def test_unreachable_provider_is_unavailable_not_a_crash(
     http: httpx.AsyncClient, clock: ManualClock
 ) -> None:
-    cache = JwksCache("http://127.0.0.1:9/", "jwks.json", http, clock=clock)
+    cache = JwksCache("http://127.0.0.1:9/", "jwks.json", http, clock=clock, **DEFAULTS)
     with pytest.raises(KeysUnavailableError):
         await cache.key_for("any")
 

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from cats_dogs_other.inference.batching import MicroBatcher, QueueFullError
+from cats_dogs_other.settings import Settings
+
+QUEUE_MAX = Settings().queue_max  # room for every test's inputs, as the service has
 
 pytestmark = pytest.mark.anyio
 
@@ -37,7 +40,7 @@ class GatedModel:
 
 async def test_concurrent_requests_share_a_model_call() -> None:
     model = GatedModel()
-    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=0)
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=0, max_queue=QUEUE_MAX)
     batcher.start()
     model.gate.clear()
     first = asyncio.create_task(batcher.submit(np.array([1.0])))
@@ -54,7 +57,7 @@ async def test_concurrent_requests_share_a_model_call() -> None:
 
 async def test_batch_size_is_capped() -> None:
     model = GatedModel()
-    batcher = MicroBatcher(model, max_batch_size=3, max_wait_ms=0)
+    batcher = MicroBatcher(model, max_batch_size=3, max_wait_ms=0, max_queue=QUEUE_MAX)
     batcher.start()
     model.gate.clear()
     tasks = [asyncio.create_task(batcher.submit(np.array([float(i)]))) for i in range(7)]
@@ -68,7 +71,7 @@ async def test_batch_size_is_capped() -> None:
 
 async def test_a_lone_request_waits_at_most_max_wait_for_company() -> None:
     model = GatedModel()
-    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=30)
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=30, max_queue=QUEUE_MAX)
     batcher.start()
     first = asyncio.create_task(batcher.submit(np.array([1.0])))
     await asyncio.sleep(0.005)
@@ -99,7 +102,7 @@ async def test_full_queue_refuses_at_once() -> None:
 
 async def test_a_failed_batch_fails_only_its_requests() -> None:
     model = GatedModel()
-    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=0)
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=0, max_queue=QUEUE_MAX)
     batcher.start()
     model.fail_next = True
     with pytest.raises(RuntimeError, match="exploded"):
@@ -110,7 +113,7 @@ async def test_a_failed_batch_fails_only_its_requests() -> None:
 
 async def test_stop_fails_what_is_still_queued() -> None:
     model = GatedModel()
-    batcher = MicroBatcher(model, max_batch_size=1, max_wait_ms=0)
+    batcher = MicroBatcher(model, max_batch_size=1, max_wait_ms=0, max_queue=QUEUE_MAX)
     batcher.start()
     model.gate.clear()
     running = asyncio.create_task(batcher.submit(np.array([0.0])))
@@ -125,7 +128,9 @@ async def test_stop_fails_what_is_still_queued() -> None:
 
 async def test_no_wait_when_nobody_else_is_coming() -> None:
     model = GatedModel()
-    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=5_000, more_coming=lambda: False)
+    batcher = MicroBatcher(
+        model, max_batch_size=8, max_wait_ms=5_000, max_queue=QUEUE_MAX, more_coming=lambda: False
+    )
     batcher.start()
     await asyncio.wait_for(batcher.submit(np.array([1.0])), timeout=2)  # far less than the 5 s wait
     assert model.calls == [1]

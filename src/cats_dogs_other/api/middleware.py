@@ -175,8 +175,8 @@ class BodyLimitMiddleware:
         app: ASGIApp,
         max_bytes: int,
         budget: BodyBudget,
-        chunk_timeout_seconds: float = 30.0,
-        deadline_seconds: float = 120.0,
+        chunk_timeout_seconds: float,  # BODY_TIMEOUT_SECONDS
+        deadline_seconds: float,  # BODY_DEADLINE_SECONDS
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes

@@ -79,10 +79,10 @@ class JwksCache:
         jwks_uri: str | None,
         client: httpx.AsyncClient,
         *,
-        default_ttl: float = 3600.0,
-        min_refresh_interval: float = 10.0,
+        default_ttl: float,  # OAUTH2_JWKS_CACHE_SECONDS; defaults live in Settings only
+        min_refresh_interval: float,  # OAUTH2_JWKS_MIN_REFRESH_SECONDS
+        fetch_deadline: float,  # OAUTH2_FETCH_TIMEOUT_SECONDS
         clock: Callable[[], float] = time.monotonic,
-        fetch_deadline: float = 5.0,
     ) -> None:
         self.issuer = issuer
         self._jwks_uri = resolve_jwks_location(issuer, jwks_uri)

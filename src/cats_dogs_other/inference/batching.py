@@ -66,7 +66,7 @@ class MicroBatcher:
         *,
         max_batch_size: int,
         max_wait_ms: float,
-        max_queue: int = 64,
+        max_queue: int,  # QUEUE_MAX
         more_coming: Callable[[], bool] | None = None,
         parallel: int = 1,
     ) -> None:

@@ -53,7 +53,7 @@ class BatchingConfig:
     max_batch_size: int
     max_wait_ms: float
     max_queue: int
-    max_queue_wait_ms: float = 500.0
+    max_queue_wait_ms: float
 
 
 # Images of one request worked on at once: a request of PDFs may carry hundreds of images, and alone it
