@@ -8,8 +8,11 @@ places for as long as a test needs.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import itertools
 import json
+import random
 import socket
 import time
 from collections.abc import Iterator
@@ -27,6 +30,7 @@ from tests.auth.conftest import AUDIENCE, FakeProvider, make_key
 from tests.auth.conftest import provider_server as provider_server  # the fixture, for this module
 from tests.server.test_overload import Responses, multipart, read_response
 from tests.server.test_overload import request_head as head
+from tests.servers import ProcessMemory
 
 
 def metrics(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -272,3 +276,77 @@ def test_a_connection_refused_again_and_again_is_read_later_and_later(
     for refusals, gap in enumerate(gaps, start=1):
         assert gap >= pace_after(refusals, 1) - 0.005, gaps
     assert sum(gaps) >= SHED_PACE_SECONDS * (1 + 2 + 4 + 8) - 0.02
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def hostile_tokens(seed: int, count: int) -> list[str]:
+    """Token-shaped garbage: random JSON headers (types, nesting, sizes), random claims and signatures,
+    up to the 8 KiB a token may be, and past it."""
+    rng = random.Random(seed)
+
+    def value(depth: int) -> object:
+        kind = rng.randrange(6 if depth < 40 else 3)
+        if kind == 0:
+            return rng.choice(["RS256", "none", "HS256", "ES256", "", "x" * rng.randrange(2000)])
+        if kind == 1:
+            return rng.randrange(-(2**63), 2**63)
+        if kind == 2:
+            return None
+        if kind == 3:
+            return [value(depth + 1) for _ in range(rng.randrange(3))]
+        if kind == 4:
+            return {rng.choice(["alg", "kid", "typ", "crit", "jku"]): value(depth + 1)}
+        return "[" * 400 + "]" * 400  # a string that looks nested
+
+    tokens = []
+    for _ in range(count):
+        header = {"alg": value(0), "kid": value(0), "typ": value(0)}
+        payload = rng.randbytes(rng.randrange(4000))
+        token = ".".join([_b64(json.dumps(header).encode()), _b64(payload), _b64(rng.randbytes(256))])
+        tokens.append(token[: rng.choice([len(token), 8192, 9000])])
+    tokens.append(_b64(b'{"alg":"RS256","kid":' + b"[" * 2900 + b"]" * 2900 + b"}") + ".e30.c2ln")
+    return tokens
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hostile_tokens_and_tokenless_pipelines_leave_memory_flat(
+    protected: ServeProcess, sample_files: dict[str, Path], seed: int
+) -> None:
+    """Against the real server with auth on, RSS from /proc: generated garbage tokens, pipelined
+    tokenless uploads whose bodies are dropped unread, all at once on many connections. Each is refused
+    in the protocol (401, or 431 past the header cap); nothing is kept, nothing is logged per request."""
+    assert protected.process is not None
+    memory = ProcessMemory(protected.process.pid)
+    port = int(protected.base_url.rsplit(":", 1)[1])
+    body = multipart(sample_files["Cat"].read_bytes())
+    before = memory.reset_peak()
+    statuses: list[bytes] = []
+
+    def send(requests: bytes, answers: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            with contextlib.suppress(OSError):  # a refused connection may be closed on us: fine
+                sock.sendall(requests)
+            responses = Responses(sock)
+            for _ in range(answers):
+                try:
+                    status, _, _ = responses.next()
+                except (AssertionError, OSError):
+                    break
+                statuses.append(status.encode())
+
+    tokens = hostile_tokens(seed, 48)
+    work = [(head(len(body), f"Authorization: Bearer {token}") + body, 1) for token in tokens]
+    # Tokenless uploads pipelined 8 deep: the first answers come at once, the rest are paced.
+    work += [((head(len(body)) + body) * 8, 2) for _ in range(16)]
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        list(pool.map(lambda job: send(*job), work))
+        health = httpx.get(f"{protected.base_url}/health", timeout=10)
+    growth = memory.peak_mib() - before
+    assert health.status_code == 200
+    assert statuses, "no answer at all"
+    assert {s.split(b" ")[1] for s in statuses} <= {b"401", b"431"}, set(statuses)
+    assert growth < 50, f"peak RSS grew by {growth:.0f} MiB"
+    assert "Traceback" not in protected.logs()
