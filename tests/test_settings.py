@@ -1,4 +1,5 @@
-"""Configuration: every setting documented, limits derived from the memory budget, safe URLs only."""
+"""Configuration: grouped by concern under flat names, every setting documented, limits derived from the
+memory budget, safe URLs only."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 
 from cats_dogs_other.inference.decode import decode_cost
 from cats_dogs_other.inference.limits import DEFAULT_DECODE_MEMORY_BYTES, DEFAULT_MAX_PIXELS
-from cats_dogs_other.settings import Settings
+from cats_dogs_other.settings import SETTINGS_GROUPS, LimitSettings, Settings
 from tests.conftest import REPO_ROOT
 
 
@@ -19,6 +20,22 @@ def test_every_setting_is_in_the_readme() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in readme]
     assert not missing, f"settings missing from README's tables: {missing}"
+
+
+def test_every_setting_belongs_to_exactly_one_group_under_its_flat_name() -> None:
+    grouped = [name for group in SETTINGS_GROUPS.values() for name in group.model_fields]
+    assert len(grouped) == len(set(grouped)), "a setting in two groups"
+    assert grouped == list(Settings.model_fields)  # and `serve --help` lists them in that order
+
+
+def test_a_group_reads_its_own_variables_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cats-dogs-other extract` and `train` need the document limits only: a bad value elsewhere (an
+    http issuer) does not stop them, and the limits come from the same flat variables."""
+    monkeypatch.setenv("MAX_PDF_PAGES", "7")
+    monkeypatch.setenv("OAUTH2_ISSUER", "http://idp.example.org/")
+    assert LimitSettings().document_limits().max_pages == 7
+    with pytest.raises(ValidationError, match="must use https"):
+        Settings()
 
 
 def test_max_pixels_derives_from_the_decode_budget() -> None:

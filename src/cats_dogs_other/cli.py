@@ -126,9 +126,9 @@ def _predict_text(name: str, line: dict[str, Any], labels: list[str]) -> str:
 def _extract(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cats_dogs_other.inference.decode import InvalidImageError, decode_image
     from cats_dogs_other.inference.documents import InvalidDocumentError, PdfRaster, read_document
-    from cats_dogs_other.settings import Settings
+    from cats_dogs_other.settings import LimitSettings
 
-    limits = Settings().document_limits()
+    limits = LimitSettings().document_limits()
     args.out.mkdir(parents=True, exist_ok=True)
     failed = False
     for path in args.files:
@@ -284,44 +284,48 @@ FLAG_ALIASES = {"model_uri": ["--model"]}
 
 
 def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per `Settings` field, generated: `max_upload_bytes` is `--max-upload-bytes`.
+    """One flag per `Settings` field, generated: `max_upload_bytes` is `--max-upload-bytes`, listed by
+    `--help` in the settings' groups.
 
     Values go to `Settings` as given (strings), so it validates and converts them exactly as it does
     environment variables; flags not given are left out, and the environment or the default applies.
     """
-    from cats_dogs_other.settings import Settings
+    from cats_dogs_other.settings import SETTINGS_GROUPS
 
-    for name, field in Settings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        env = name.upper()
-        help_text = f"{field.description or ''} ({env})".strip()
-        dest = SETTING_PREFIX + name
-        if field.annotation is bool:
-            parser.add_argument(
-                flag,
-                *FLAG_ALIASES.get(name, []),
-                dest=dest,
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
-        else:
-            parser.add_argument(
-                flag,
-                *FLAG_ALIASES.get(name, []),
-                dest=dest,
-                default=argparse.SUPPRESS,
-                metavar=env,
-                help=help_text,
-            )
-    parser.add_argument(
-        "--no-auth",
-        dest=SETTING_PREFIX + "auth_disabled",
-        action="store_const",
-        const=True,
-        default=argparse.SUPPRESS,
-        help="serve without tokens, for local demos (AUTH_DISABLED=true)",
-    )
+    for title, group in SETTINGS_GROUPS.items():
+        arguments = parser.add_argument_group(title, (group.__doc__ or "").strip())
+        for name, field in group.model_fields.items():
+            flag = "--" + name.replace("_", "-")
+            env = name.upper()
+            help_text = f"{field.description or ''} ({env})".strip()
+            dest = SETTING_PREFIX + name
+            if field.annotation is bool:
+                arguments.add_argument(
+                    flag,
+                    *FLAG_ALIASES.get(name, []),
+                    dest=dest,
+                    action=argparse.BooleanOptionalAction,
+                    default=argparse.SUPPRESS,
+                    help=help_text,
+                )
+            else:
+                arguments.add_argument(
+                    flag,
+                    *FLAG_ALIASES.get(name, []),
+                    dest=dest,
+                    default=argparse.SUPPRESS,
+                    metavar=env,
+                    help=help_text,
+                )
+            if name == "auth_disabled":
+                arguments.add_argument(
+                    "--no-auth",
+                    dest=dest,
+                    action="store_const",
+                    const=True,
+                    default=argparse.SUPPRESS,
+                    help="serve without tokens, for local demos (AUTH_DISABLED=true)",
+                )
 
 
 def _given_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""Configuration from environment variables (and matching CLI flags), validated once at start."""
+"""Configuration from environment variables (and matching CLI flags), validated once at start.
+
+The knobs are grouped by concern, one class each (`LimitSettings`, `AuthSettings`, ...), so that code
+which needs one concern can ask for it alone (`LimitSettings()` reads only the limits) and `serve
+--help` lists them in groups. `Settings` is all of them; the environment names stay flat: a field's
+name in upper case (`MAX_UPLOAD_BYTES`), whatever its group.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cats_dogs_other.inference.limits import DEFAULT_DECODE_MEMORY_BYTES, DocumentLimits, max_pixels_for
@@ -18,13 +24,48 @@ KiB = 1024
 MiB = 1024 * 1024
 
 
-class Settings(BaseSettings):
-    """Every knob of the service. Environment names are the field names in upper case (`MAX_UPLOAD_BYTES`)."""
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _networks(value: list[str]) -> list[str]:
+    for item in value:
+        ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+    return value
+
+
+# A list given as one comma-separated string (environment variable or flag), not as JSON.
+CommaSeparated = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+
+
+class SettingsGroup(BaseSettings):
+    """One concern's knobs, read from the environment by their upper-case names."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
+
+class ServerSettings(SettingsGroup):
+    """Where the service listens, how many processes, and how it stops."""
+
     host: str = Field("0.0.0.0", description="Interface to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on.")
+    workers: int = Field(1, ge=1, le=64, description="Server processes (each loads its own model).")
+    cors_origins: CommaSeparated = Field(
+        default_factory=list, description="Origins allowed by CORS, comma-separated; empty: CORS off."
+    )
+    shutdown_drain_seconds: float = Field(
+        5.0, ge=0, description="After SIGTERM: /ready answers 503 while requests are still served, this long."
+    )
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="Then: time in-flight requests get to finish."
+    )
+
+
+class ModelSettings(SettingsGroup):
+    """Which model is served, where it is fetched from, and the threads it runs on."""
+
     model_uri: str | None = Field(
         None,
         validation_alias=AliasChoices("model_uri", "model_path"),
@@ -39,6 +80,25 @@ class Settings(BaseSettings):
         1, ge=0, description="Retries of one MLflow request (MLflow's default would retry for minutes)."
     )
     mlflow_http_request_timeout: int = Field(10, gt=0, description="Seconds one MLflow request may take.")
+    inference_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime threads per process; default: usable cores / workers."
+    )
+    inference_threads_per_call: int = Field(
+        1,
+        ge=1,
+        description="ONNX Runtime threads of one model call: INFERENCE_THREADS / this many calls run at "
+        "once. 1 gives the most throughput on CPU; more gives a lone request a faster answer.",
+    )
+
+    def mlflow_registry(self) -> MlflowRegistry:
+        return MlflowRegistry(
+            self.mlflow_tracking_uri, self.mlflow_http_request_max_retries, self.mlflow_http_request_timeout
+        )
+
+
+class LimitSettings(SettingsGroup):
+    """What one request may cost: bytes, pixels, pages, seconds; and what a connection may hold."""
+
     max_upload_bytes: int = Field(10 * MiB, gt=0, description="Largest request body accepted, in bytes.")
     decode_memory_bytes: int = Field(
         DEFAULT_DECODE_MEMORY_BYTES,
@@ -71,10 +131,30 @@ class Settings(BaseSettings):
         description="Seconds of work one request's documents may take in all (CPU time reading them and "
         "decoding their images, and their share of model calls); past it, what is left is 422 too_slow.",
     )
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
-    cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Origins allowed by CORS, comma-separated; empty: CORS off."
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest a client may take to send headers."
     )
+    max_header_bytes: int = Field(
+        32 * KiB, ge=1 * KiB, description="Most bytes of request line and headers; past it, 431 and close."
+    )
+    max_header_count: int = Field(100, ge=8, description="Most header lines in a request; past it, 431.")
+    max_connections: int = Field(
+        512, ge=1, description="Open connections per process; past it, new ones get 503 and are closed."
+    )
+    body_timeout_seconds: float = Field(30.0, gt=0, description="Longest wait for the next chunk of a body.")
+    body_deadline_seconds: float = Field(
+        120.0, gt=0, description="Longest a whole request body may take to arrive; past it, 408."
+    )
+
+    def document_limits(self) -> DocumentLimits:
+        return DocumentLimits(
+            self.max_pdf_pages, self.max_images_per_document, self.max_pixels, self.pdf_time_budget_seconds
+        )
+
+
+class AdmissionSettings(SettingsGroup):
+    """How requests share model calls, and how many may wait for them."""
+
     batch_max_size: int = Field(4, ge=1, le=256, description="Most images in one model call.")
     batch_max_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait for a batch to fill.")
     queue_max: int = Field(
@@ -89,48 +169,17 @@ class Settings(BaseSettings):
         description="Longest an admitted prediction request should wait for those ahead of it, by the "
         "measured rate of answers; requests that would wait longer get 503 with Retry-After at once.",
     )
-    unsure_below: float = Field(
-        0.6,
-        gt=0,
-        le=1,
-        description="An answer whose top value is under this counts as unsure (cdo_predictions_unsure).",
-    )
-    workers: int = Field(1, ge=1, le=64, description="Server processes (each loads its own model).")
-    inference_threads: int | None = Field(
-        None, ge=1, description="ONNX Runtime threads per process; default: usable cores / workers."
-    )
-    inference_threads_per_call: int = Field(
-        1,
-        ge=1,
-        description="ONNX Runtime threads of one model call: INFERENCE_THREADS / this many calls run at "
-        "once. 1 gives the most throughput on CPU; more gives a lone request a faster answer.",
-    )
-    shutdown_drain_seconds: float = Field(
-        5.0, ge=0, description="After SIGTERM: /ready answers 503 while requests are still served, this long."
-    )
-    shutdown_grace_seconds: float = Field(
-        30.0, ge=0, description="Then: time in-flight requests get to finish."
-    )
-    header_timeout_seconds: float = Field(
-        10.0, gt=0, description="Longest a client may take to send headers."
-    )
-    max_header_bytes: int = Field(
-        32 * KiB, ge=1 * KiB, description="Most bytes of request line and headers; past it, 431 and close."
-    )
-    max_header_count: int = Field(100, ge=8, description="Most header lines in a request; past it, 431.")
-    max_connections: int = Field(
-        512, ge=1, description="Open connections per process; past it, new ones get 503 and are closed."
-    )
-    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+    trusted_proxies: Annotated[CommaSeparated, AfterValidator(_networks)] = Field(
         default_factory=list,
         description="Addresses or networks (CIDR) of proxies whose X-Forwarded-For names the client, "
         "comma-separated; empty (the default): the client is the connection's peer address. Used to "
         "share places fairly between clients when auth is off.",
     )
-    body_timeout_seconds: float = Field(30.0, gt=0, description="Longest wait for the next chunk of a body.")
-    body_deadline_seconds: float = Field(
-        120.0, gt=0, description="Longest a whole request body may take to arrive; past it, 408."
-    )
+
+
+class AuthSettings(SettingsGroup):
+    """Who may ask for predictions: the OAuth2 token checks, and the page's sign-in."""
+
     auth_disabled: bool = Field(False, description="Serve predictions without tokens (local demos only).")
     oauth2_issuer: str | None = Field(
         None, description="The token issuer (`iss`), e.g. https://tenant.auth0.com/"
@@ -152,33 +201,12 @@ class Settings(BaseSettings):
         description="How the page asks the provider for a token for OAUTH2_AUDIENCE: `audience` (Auth0), "
         "`resource` (RFC 8707 resource indicators) or `none` (the provider decides).",
     )
-    feedback_database_url: SecretStr | None = Field(
-        None,
-        description="Where corrections are stored: sqlite:///path/feedback.db (one machine) or "
-        "postgresql://user:password@host/db (replicas share it); unset: POST /feedback is off (404).",
-    )
-    feedback_required_scope: str = Field(
-        "post::feedback", description="Scope a token needs to send feedback (POST /feedback)."
-    )
-    feedback_accuracy_window: int = Field(
-        200, ge=1, description="Feedback answers the live accuracy estimate is computed over (per process)."
-    )
     oauth2_leeway_seconds: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
     oauth2_jwks_cache_seconds: float = Field(3600.0, gt=0, description="Key cache lifetime without max-age.")
     oauth2_jwks_min_refresh_seconds: float = Field(10.0, ge=0, description="Least time between key fetches.")
     oauth2_fetch_timeout_seconds: float = Field(
         5.0, gt=0, description="Timeout of one key or discovery fetch."
     )
-
-    def document_limits(self) -> DocumentLimits:
-        return DocumentLimits(
-            self.max_pdf_pages, self.max_images_per_document, self.max_pixels, self.pdf_time_budget_seconds
-        )
-
-    def mlflow_registry(self) -> MlflowRegistry:
-        return MlflowRegistry(
-            self.mlflow_tracking_uri, self.mlflow_http_request_max_retries, self.mlflow_http_request_timeout
-        )
 
     def auth_configuration_error(self) -> str | None:
         """Why predictions cannot be protected as configured, or None (secure by default)."""
@@ -206,21 +234,59 @@ class Settings(BaseSettings):
             require_https_unless_loopback(value)
         return value
 
+
+class FeedbackSettings(SettingsGroup):
+    """Where people's corrections are kept, and who may send them."""
+
+    feedback_database_url: SecretStr | None = Field(
+        None,
+        description="Where corrections are stored: sqlite:///path/feedback.db (one machine) or "
+        "postgresql://user:password@host/db (replicas share it); unset: POST /feedback is off (404).",
+    )
+    feedback_required_scope: str = Field(
+        "post::feedback", description="Scope a token needs to send feedback (POST /feedback)."
+    )
+    feedback_accuracy_window: int = Field(
+        200, ge=1, description="Feedback answers the live accuracy estimate is computed over (per process)."
+    )
+
+
+class ObservabilitySettings(SettingsGroup):
+    """What the service tells operators (tracing is configured by OpenTelemetry's own OTEL_* variables)."""
+
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    unsure_below: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="An answer whose top value is under this counts as unsure (cdo_predictions_unsure).",
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("cors_origins", "trusted_proxies", mode="before")
-    @classmethod
-    def _split_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
 
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
-        return value
+# By title, in the order `serve --help` lists them.
+SETTINGS_GROUPS: dict[str, type[SettingsGroup]] = {
+    "server": ServerSettings,
+    "model": ModelSettings,
+    "limits": LimitSettings,
+    "batching and admission": AdmissionSettings,
+    "auth": AuthSettings,
+    "feedback": FeedbackSettings,
+    "observability": ObservabilitySettings,
+}
+
+
+class Settings(
+    ObservabilitySettings,
+    FeedbackSettings,
+    AuthSettings,
+    AdmissionSettings,
+    LimitSettings,
+    ModelSettings,
+    ServerSettings,
+):
+    """Every knob of the service: all the groups in one object, as `create_app` and `serve` take it."""

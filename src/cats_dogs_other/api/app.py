@@ -40,7 +40,7 @@ from cats_dogs_other.memory import configure_malloc
 from cats_dogs_other.models.source import ModelSource, resolve_model
 from cats_dogs_other.observability.metrics import ServiceMetrics
 from cats_dogs_other.observability.tracing import tracing_from_environment
-from cats_dogs_other.settings import Settings
+from cats_dogs_other.settings import AuthSettings, FeedbackSettings, Settings
 from cats_dogs_other.web import install_page
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def load_classifier(settings: Settings) -> tuple[ImageClassifier, ModelSource]:
     return classifier, source
 
 
-def build_token_validator(settings: Settings, client: httpx.AsyncClient) -> TokenValidator | None:
+def build_token_validator(settings: AuthSettings, client: httpx.AsyncClient) -> TokenValidator | None:
     """The token checks, or None when auth is disabled or not configured (then predictions are refused)."""
     if settings.auth_disabled or settings.auth_configuration_error():
         return None
@@ -83,7 +83,7 @@ def build_token_validator(settings: Settings, client: httpx.AsyncClient) -> Toke
     )
 
 
-def build_feedback_store(settings: Settings) -> FeedbackStore | None:
+def build_feedback_store(settings: FeedbackSettings) -> FeedbackStore | None:
     """The feedback database when FEEDBACK_DATABASE_URL is set; its schema is migrated after start-up."""
     if settings.feedback_database_url is None:
         return None

@@ -29,7 +29,7 @@ from cats_dogs_other.api.middleware import REQUEST_ID_HEADER, new_request_id, va
 from cats_dogs_other.api.problems import PROBLEM_MEDIA_TYPE, ProblemDetails
 from cats_dogs_other.inference.admission import Ticket
 from cats_dogs_other.server.shedding import ArrivingRequest, LoadShedder, Refused
-from cats_dogs_other.settings import Settings
+from cats_dogs_other.settings import LimitSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class ProtocolLimits:
     max_connections: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ProtocolLimits:
+    def from_settings(cls, settings: LimitSettings) -> ProtocolLimits:
         return cls(
             settings.header_timeout_seconds,
             settings.max_header_bytes,

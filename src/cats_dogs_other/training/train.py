@@ -27,7 +27,7 @@ from cats_dogs_other.inference.decode import decode_image
 from cats_dogs_other.inference.documents import PdfRaster
 from cats_dogs_other.inference.preprocess import to_input_array
 from cats_dogs_other.models.card import DEFAULT_LABELS, ModelCard, Preprocessing
-from cats_dogs_other.settings import Settings
+from cats_dogs_other.settings import LimitSettings
 from cats_dogs_other.training.dataset import (
     LabelledImage,
     dataset_sha256,
@@ -99,7 +99,7 @@ def _decoded(data: bytes | PdfRaster) -> Image.Image:
 def labelled_items(config: TrainConfig, labels: list[str]) -> tuple[list[LabelledImage], dict[str, Any]]:
     """The training images and how the model card names where they came from."""
     if config.pdfs_dir is not None and config.annotations is not None:
-        limits = Settings().document_limits()
+        limits = LimitSettings().document_limits()
         items = find_document_images(config.pdfs_dir, config.annotations, labels, limits)
         source = {"source": "pdfs", "pdfs_dir": str(config.pdfs_dir), "annotations": str(config.annotations)}
         return items, source

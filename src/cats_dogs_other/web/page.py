@@ -18,12 +18,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cats_dogs_other.settings import Settings
+from cats_dogs_other.settings import AuthSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def page_headers(settings: Settings) -> dict[str, str]:
+def page_headers(settings: AuthSettings) -> dict[str, str]:
     """The page's security headers; `connect-src` names the issuer only when sign-in may use it."""
     connect = ["'self'"]
     if not settings.auth_disabled and settings.oauth2_issuer:
@@ -64,7 +64,7 @@ class _WithHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def install_page(app: Starlette, settings: Settings) -> None:
+def install_page(app: Starlette, settings: AuthSettings) -> None:
     """Add the page (`/` and `/static/…`) to an app; neither is part of its OpenAPI document."""
     # File names carry no hash, so every file is revalidated (ETag) and a new release is never mixed
     # with a cached older module.
