@@ -1,16 +1,17 @@
 """Keep a long-running server's memory flat and its peaks given back: two glibc malloc settings.
 
 - Arenas capped at 2. glibc gives each thread that allocates its own arena (up to 8 per core); with
-  decode threads, ONNX Runtime threads and the event loop all allocating, resident memory crept up 15%
-  over a ten-minute soak from fragmentation alone. Two arenas kept it flat (+2%) at the same
-  throughput (BENCHMARKS.md).
+  decode threads, ONNX Runtime threads and the event loop all allocating, resident memory crept up
+  over a ten-minute soak from fragmentation alone. Two arenas kept it flat at the same throughput
+  (BENCHMARKS.md, *Soak*).
 - A fixed mmap threshold of 4 MiB. By default glibc raises the threshold to the size of the last large
   block freed, so after one large image the next large rasters come from the heap and stay resident
-  once freed: a 40-megapixel PNG left RSS 100 MiB higher for good. With a fixed threshold every
+  once freed. With a fixed threshold every
   allocation of 4 MiB or more (only large images' rasters; a 1-megapixel image needs less) is mapped
-  and unmapped, and RSS returns to its baseline after each one (BENCHMARKS.md). Fixing it also freezes
-  the heap-trim threshold at 128 KiB, which returned and re-faulted the heap's top on every request
-  (-3.5% requests/s under overload); it is set to twice the mmap threshold, as glibc itself would.
+  and unmapped, and RSS returns to its baseline after each one (BENCHMARKS.md, *glibc and large
+  rasters*). Fixing it also freezes the heap-trim threshold at 128 KiB, which returned and re-faulted
+  the heap's top on every request (fewer requests/s under overload); it is set to twice the mmap
+  threshold, as glibc itself would.
 This is what MALLOC_ARENA_MAX=2, MALLOC_MMAP_THRESHOLD_=4194304 and MALLOC_TRIM_THRESHOLD_=8388608 do,
 applied from inside so that `serve` needs no wrapper script.
 """

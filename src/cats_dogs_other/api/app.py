@@ -243,7 +243,7 @@ async def _warm_up(state: ServiceState, model: ServedModel, freeze_heap: bool) -
     if freeze_heap:
         # Everything alive now (modules, the app, the model) lives as long as the process: moved out of
         # the cyclic collector's reach, a full collection walks only what requests create. It paused
-        # the event loop for 67-93 ms before, 6-8 ms after (BENCHMARKS.md, *Overload*).
+        # the event loop ten times shorter (BENCHMARKS.md, *Where the time goes*).
         gc.collect()
         gc.freeze()
     state.advance(Phase.READY)

@@ -70,16 +70,18 @@ _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", 
 # which may be the whole image: both hold the pixels twice.
 DOUBLE_BUFFERED_FORMATS = frozenset({"WEBP", "TIFF"})
 # AV1 and HEVC decoders keep their YUV planes (16-bit samples past 8 bits) and libavif or libheif
-# converts them into an RGB buffer of its own, which Pillow then copies into its raster: peaks measured
-# at 7.2-9.2 bytes per pixel in all (8-bit 4:2:0 to 10-bit 4:4:4; BENCHMARKS.md), 10 reserved.
+# converts them into an RGB buffer of its own, which Pillow then copies into its raster: 10 bytes per
+# pixel reserved in all, above the peaks measured from 8-bit 4:2:0 to 10-bit 4:4:4 (BENCHMARKS.md,
+# *What each decoder holds*).
 EXTRA_BYTES_PER_PIXEL = {"AVIF": 6, "HEIF": 6}
 # libwebp's animation decoder keeps two canvases from Image.open on, then Pillow copies the frame out as
-# bytes and into its raster: four copies of 4 bytes per pixel (measured: 600 MiB for 40 megapixels).
+# bytes and into its raster: four copies of 4 bytes per pixel (BENCHMARKS.md, *What each decoder holds*).
 WEBP_BYTES_PER_PIXEL = 16
 # PNG text chunks are decompressed inside Image.open, before any reservation: Pillow allows 64 MiB of
-# them per image (an 80 KB file held 66 MiB). This service reads no PNG text; 4 MiB in all is plenty for
-# the metadata cameras write, and the per-chunk cap (1 MiB) still admits ICC profiles. Pillow documents
-# both as settings of its PNG plugin; they are process-wide, which is what this service wants.
+# them per image, which a file of a few KB can claim. This service reads no PNG text; 4 MiB in all is
+# plenty for the metadata cameras write, and the per-chunk cap (1 MiB) still admits ICC profiles.
+# Pillow documents both as settings of its PNG plugin; they are process-wide, which is what this
+# service wants.
 PngImagePlugin.MAX_TEXT_MEMORY = 4 << 20
 
 

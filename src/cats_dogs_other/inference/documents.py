@@ -66,18 +66,19 @@ PDF_HEADER_WINDOW = 1024
 # Resource dictionaries nest (a form's resources name forms): deeper than this is not a real document.
 MAX_FORM_DEPTH = 8
 # XObjects (images and forms) looked at in one document, every page's resources counted: a real document
-# names a few per page; 200 pages sharing 4,000 forms each made 800,000 visits (BENCHMARKS.md).
+# names a few per page; pages that share thousands of forms make millions (BENCHMARKS.md, *Hostile
+# documents within one request's budget*).
 MAX_XOBJECTS_VISITED = 10_000
 # Objects resolved into one image's stand-alone copy (its colour space, palette, soft mask, ...).
 MAX_RESOLVED_OBJECTS = 64
 # pypdf turns a non-JPEG image into Pillow through a PNG it writes and reads back: the samples, the
-# image, the PNG and the image read back (measured: 131 MiB at peak for a 12-megapixel RGB image).
+# image, the PNG and the image read back (BENCHMARKS.md, *Hostile documents within one request's budget*).
 # Besides the samples (reserved as they are declared): 9 bytes a pixel for that route, 4 for the RGB copy
 # of a plain image (8-bit RGB or grey Flate samples without a mask, wrapped as they are).
 PYPDF_IMAGE_BYTES_PER_PIXEL = 9
 PLAIN_IMAGE_BYTES_PER_PIXEL = 4
-# Parsing holds the document's objects as Python values: measured 9.4 bytes a byte for a 10 MB
-# cross-reference table of 480,000 entries, 48 MiB for 10 MB of 100,000 pages.
+# Parsing holds the document's objects as Python values, about ten bytes for each byte read at worst
+# (a large cross-reference table; BENCHMARKS.md, *Hostile documents within one request's budget*).
 READING_BYTES_PER_BYTE = 10
 # What object and cross-reference streams may inflate to while a document is read, and what a decoded
 # byte of them costs once parsed into Python objects (a 3-byte `1 0 R` becomes ~100 bytes of objects).
@@ -416,7 +417,8 @@ def _release(reader: PdfReader) -> None:
     """Break the reader's cycles (its objects refer to it, it caches them and its pages): reference
     counting then frees a document's objects as soon as it is read, instead of leaving hundreds of
     thousands to the cyclic collector, whose full passes over them paused every thread (the event loop
-    included) for 70-220 ms (BENCHMARKS.md). `resolved_objects` and `flattened_pages` are PdfReader's
+    included; BENCHMARKS.md, *One reading thread, and a document's objects freed as soon as it is
+    read*). `resolved_objects` and `flattened_pages` are PdfReader's
     public attributes in pypdf 7.x."""
     reader.resolved_objects.clear()
     reader.flattened_pages = None

@@ -135,8 +135,8 @@ class InferenceService:
         )
         self._decoders = anyio.CapacityLimiter(available_cores())
         # Documents are read one at a time: pypdf parses in Python, holding the GIL, so a second reading
-        # thread only contends with the first and with the event loop (16 form-heavy documents: 6.9 s
-        # with two threads, 5.5 s with one, and half the event loop's worst lag; BENCHMARKS.md).
+        # thread only contends with the first and with the event loop (BENCHMARKS.md, *One reading
+        # thread, and a document's objects freed as soon as it is read*).
         self._readers = anyio.CapacityLimiter(1)
         self._model = anyio.CapacityLimiter(classifier.parallel_calls)
         self.batcher = MicroBatcher(

@@ -28,9 +28,8 @@ class ModelRunner(Protocol):
 class OnnxRunner:
     """One ONNX Runtime session, run from `threads // threads_per_call` threads at once.
 
-    One thread per call, calls side by side, is the default: measured on two cores with the default
-    model, one call on two threads gives 304-387 images/s at 4.3-4.8 CPU-ms an image (its threads
-    synchronise at every layer), two one-thread calls at once 422-435 at 4.1-4.2, even at batch 1
+    One thread per call, calls side by side, is the default: one call on two threads spends CPU
+    synchronising its threads at every layer, two one-thread calls at once do not, even at batch 1
     (BENCHMARKS.md, *Where the time goes*). An ONNX Runtime session may be run from several threads.
     """
 

@@ -64,10 +64,9 @@ LINGER_SECONDS = 2.0
 SKIPPED_BODY_MAX_BYTES = 1 << 20
 # After a refused request, the next request on its connection is read no sooner than this, doubled
 # for each refusal in a row, up to the refusal's Retry-After: a client that ignores Retry-After and
-# asks again at once (wrk does) could otherwise make refusing the event loop's only work (11,700
-# refusals/s at 256 clients, the admitted requests starved to 28 answers/s; still ~6,000/s with a
-# fixed 25 ms). 25 ms keeps a client refused once answered soon; one refused again and again costs
-# one refusal per Retry-After.
+# asks again at once (wrk does) could otherwise make refusing the event loop's only work, and a fixed
+# pause only halves it (BENCHMARKS.md, *Where the CPU went, before and after*). 25 ms keeps a client
+# refused once answered soon; one refused again and again costs one refusal per Retry-After.
 SHED_PACE_SECONDS = 0.025
 LIVENESS_PATH = b"/health"
 LIVENESS_BODY = b'{"status":"OK"}'  # what the /health route answers (api.schemas.Health)
@@ -348,7 +347,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def _answer_liveness(self) -> None:
         """`GET /health` answered here, as the route would (`{"status": "OK"}`), without an app task:
         liveness is that the process answers, and under overload an app task waits its turn behind
-        every other request on the event loop (p99 170 ms at 256 clients), which a probe must not."""
+        every other request on the event loop (BENCHMARKS.md, *Where the time goes*), which a probe
+        must not."""
         self._answered_here = True
         keep_alive = self.parser.should_keep_alive()
         headers = [

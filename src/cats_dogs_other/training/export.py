@@ -67,7 +67,7 @@ def quantize_int8(source: Path, target: Path, calibration: np.ndarray) -> None:
     """Static int8 quantisation (QDQ, per-channel weights), calibrated on real training images.
 
     Static rather than dynamic: ONNX Runtime's dynamic quantisation turns convolutions into ConvInteger,
-    which runs an order of magnitude slower on CPU (measured: BENCHMARKS.md).
+    which runs far slower on CPU (BENCHMARKS.md, *Quantisation*).
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
