@@ -82,7 +82,8 @@ class ServeProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.command = [part.replace("{port}", str(self.port)) for part in command]
-        self.env = {**os.environ, **(env or {}), "PORT": str(self.port)}
+        # No load balancer to wait for: SIGTERM stops at once unless a test sets a drain it checks.
+        self.env = {"SHUTDOWN_DRAIN_SECONDS": "0", **os.environ, **(env or {}), "PORT": str(self.port)}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServeProcess:

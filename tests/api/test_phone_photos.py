@@ -18,7 +18,7 @@ from tests.images import encode, heic, phone_photo
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     log = tmp_path_factory.mktemp("phone") / "serve.log"
-    process = ServeProcess(serve_command(), log, env={"SHUTDOWN_DRAIN_SECONDS": "0"}).start()
+    process = ServeProcess(serve_command(), log).start()
     yield process
     process.stop()
 

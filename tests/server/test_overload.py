@@ -221,7 +221,7 @@ def test_a_burst_past_capacity_gets_only_200_and_503_and_every_place_back(
 ) -> None:
     """A real `serve` with a tight wait budget, 48 clients at once, a few rounds each."""
     command = serve_command("--max-queue-wait-ms", "20", "--queue-max", "8")
-    server = ServeProcess(command, tmp_path / "serve.log", env={"SHUTDOWN_DRAIN_SECONDS": "0"}).start()
+    server = ServeProcess(command, tmp_path / "serve.log").start()
     data = sample_files["Dog"].read_bytes()
 
     def client(_: int) -> list[int]:
