@@ -77,3 +77,25 @@ def test_export_writes_the_course_format_with_majority_labels(tmp_path: Path) ->
 def test_dates_are_dotnet_ticks_as_the_course_tool_writes_them() -> None:
     # The first date in the course's export, 638413464511054424, is 2024-01-20 11:20:51.1054424 UTC.
     assert dotnet_ticks(datetime(2024, 1, 20, 11, 20, 51, 105442, tzinfo=UTC)) == 638413464511054420
+
+
+def test_the_export_counts_voters_and_leaves_out_images_with_too_few(tmp_path: Path) -> None:
+    """100 anonymous answers are one voter; three signed-in people are three."""
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}")
+    crowd = add(store, "a crowd's cat", "Cat", "alice")
+    add(store, "a crowd's cat", "Cat", "bob")
+    add(store, "a crowd's cat", "Cat", "carol")
+    stuffed = hashlib.sha256(b"stuffed").hexdigest()
+    for _ in range(100):
+        store.add(FeedbackRecord(stuffed, png((1, 2, 3)), 8, 6, "Dog", None, sender="one client"))
+
+    report = export_dataset(store, tmp_path / "export", min_voters=2)
+
+    exported = json.loads((tmp_path / "export" / "annotations.json").read_text())
+    voters = [(entry["fileName"], entry["voters"]) for entry in exported["annotations"]]
+    assert voters == [(f"{crowd}.png", 3)]
+    assert report.too_few_voters == 1
+    assert (exported["minVoters"], exported["tooFewVotersLeftOut"]) == (2, 1)
+    everything = export_dataset(store, tmp_path / "all")
+    assert everything.per_label == {"cat": 1, "dog": 1}
+    store.close()

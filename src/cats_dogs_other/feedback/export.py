@@ -3,6 +3,9 @@
 `DIR/images/<label>/<sha256>.png` (labels in lower case, as the course's folders) and
 `DIR/annotations.json`, the course's labelling export: `annotations[].fileName` and
 `annotations[].annotation.label`. Each image gets its majority label; a tie is left out and listed.
+An image labelled by fewer distinct voters than `min_voters` is left out too (each person counts once,
+and all anonymous answers on an image count as one voter, the latest: the store keeps them so), and each
+annotation records its number of voters.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def dotnet_ticks(moment: datetime) -> int:
 class ExportReport:
     per_label: dict[str, int] = field(default_factory=dict)
     ties: dict[str, dict[str, int]] = field(default_factory=dict)  # sha256 -> votes, left out
+    too_few_voters: int = 0  # images left out for having fewer voters than min_voters
 
     @property
     def images(self) -> int:
@@ -42,11 +46,14 @@ def majority(votes: list[str]) -> str | None:
     return ranked[0][0]
 
 
-def export_dataset(store: FeedbackStore, out_dir: Path) -> ExportReport:
+def export_dataset(store: FeedbackStore, out_dir: Path, min_voters: int = 1) -> ExportReport:
     """Write every labelled image and `annotations.json` under `out_dir` (created; files replaced)."""
     report = ExportReport()
     annotations: list[dict[str, object]] = []
     for entry in store.labelled_images():
+        if len(entry.labels) < min_voters:
+            report.too_few_voters += 1
+            continue
         label = majority(entry.labels)
         if label is None:
             report.ties[entry.sha256] = dict(Counter(entry.labels))
@@ -65,6 +72,7 @@ def export_dataset(store: FeedbackStore, out_dir: Path) -> ExportReport:
                 "fileName": f"{entry.sha256}.png",
                 "annotation": {"label": label.lower()},
                 "votes": len(entry.labels),
+                "voters": len(entry.labels),  # one label per voter: the same number, named for what it is
             }
         )
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +86,8 @@ def export_dataset(store: FeedbackStore, out_dir: Path) -> ExportReport:
         "numberAnnotationsToDo": len(annotations),
         "annotations": annotations,
         "tiesLeftOut": [{"sha256": sha, "votes": votes} for sha, votes in report.ties.items()],
+        "minVoters": min_voters,
+        "tooFewVotersLeftOut": report.too_few_voters,
     }
     (out_dir / "annotations.json").write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     return report

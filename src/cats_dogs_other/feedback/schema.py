@@ -41,7 +41,9 @@ images = Table(
 
 # One row per person and image: the same person labelling the same image again replaces the row.
 # `subject` is the token's `sub` (nothing else of the token); NULL when authentication is off, and then
-# every answer is a row of its own.
+# all anonymous answers on an image are one row, the latest (one vote: a client cannot stuff them).
+# `sender` is a sha256 of who sent the row's latest answer (the `sub`, or with authentication off the
+# client's address): what the daily quota counts, without keeping the address itself.
 labels = Table(
     "feedback_labels",
     metadata,
@@ -58,6 +60,20 @@ labels = Table(
     Column("model_sha256", String(SHA256_LENGTH), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("sender", String(SHA256_LENGTH), nullable=True),
     UniqueConstraint("image_sha256", "subject"),
     Index(None, "created_at"),
+    Index(None, "updated_at"),
+    Index("ix_feedback_labels_sender_updated_at", "sender", "updated_at"),
+)
+
+# SQLite and PostgreSQL treat NULLs as distinct in a unique constraint: this partial index is what makes
+# the anonymous answers on one image a single row.
+ANONYMOUS_INDEX = "uq_feedback_labels_anonymous"
+Index(
+    ANONYMOUS_INDEX,
+    labels.c.image_sha256,
+    unique=True,
+    sqlite_where=labels.c.subject.is_(None),
+    postgresql_where=labels.c.subject.is_(None),
 )

@@ -4,18 +4,24 @@ The store is synchronous; the service calls it from worker threads (`add` and fr
 wrappers that never run a query on the event loop). The schema is Alembic's: `migrate` brings any
 database to the newest revision, under a lock so that replicas starting together take turns.
 A database that cannot be reached raises `FeedbackUnavailableError`, never anything driver-specific.
+
+What is kept is bounded (`FeedbackPolicy`): labels older than the retention are purged with the images
+nobody's label refers to any more, one sender adds at most a daily quota of labels, and new images are
+refused once the store is past its size cap. Deleted bytes are gone from the file, not just unlinked:
+SQLite overwrites freed content (`secure_delete`), and purges and erasures compact the file.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,7 +30,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, delete, event, func, select, text
+from sqlalchemy import Connection, create_engine, delete, event, exists, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -49,6 +55,38 @@ class FeedbackUnavailableError(RuntimeError):
     """The database cannot be reached or written right now; the message is safe to show (no URL)."""
 
 
+class FeedbackQuotaError(RuntimeError):
+    """This sender added as many labels as a day allows; the message is safe to show."""
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds  # until their oldest label of the day counts no more
+
+
+class FeedbackStoreFullError(RuntimeError):
+    """The store is past its size cap: no new image until some are purged or erased."""
+
+
+QUOTA_WINDOW = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class FeedbackPolicy:
+    """What the store keeps, and how much one sender may add (FEEDBACK_* settings); None: no bound."""
+
+    retention: timedelta | None = None
+    daily_quota: int | None = None
+    max_store_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What a purge or an erasure deleted."""
+
+    labels: int
+    images: int
+
+
 @dataclass(frozen=True)
 class FeedbackRecord:
     """What a person said about an image, as the API received it."""
@@ -61,6 +99,7 @@ class FeedbackRecord:
     subject: str | None = None
     predicted: str | None = None
     model_sha256: str | None = None
+    sender: str | None = None  # a sha256 of who sent it (api: the client key), for the daily quota
 
 
 @dataclass(frozen=True)
@@ -71,11 +110,22 @@ class Stored:
 
 @dataclass(frozen=True)
 class ImageLabels:
-    """One image's labels, one per person (or per anonymous answer)."""
+    """One image's labels: one per person who labelled it, and one for all anonymous answers."""
 
     sha256: str
     labels: list[str]
     first_at: datetime
+
+
+SUBJECT_LENGTH = 255  # the column's size
+
+
+def stored_subject(subject: str) -> str:
+    """How a token's `sub` is stored: as it is, or past the column's size as its sha256 (distinct
+    subjects stay distinct). Erasing by subject goes through the same mapping."""
+    if len(subject) > SUBJECT_LENGTH:
+        return "sha256:" + hashlib.sha256(subject.encode()).hexdigest()
+    return subject
 
 
 def redacted(url: str) -> str:
@@ -84,7 +134,8 @@ def redacted(url: str) -> str:
 
 
 class FeedbackStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, policy: FeedbackPolicy | None = None) -> None:
+        self.policy = policy or FeedbackPolicy()
         parsed = make_url(url)  # ArgumentError for a malformed URL: a configuration error, at start
         self.url = url
         self.dialect = parsed.get_backend_name()
@@ -163,10 +214,14 @@ class FeedbackStore:
 
     # --- writes ---------------------------------------------------------------------------------------
 
-    def add(self, record: FeedbackRecord) -> Stored:
-        """Store the image once per content and this person's label (replacing their earlier one)."""
+    def add(self, record: FeedbackRecord, now: datetime | None = None) -> Stored:
+        """Store the image once per content and this person's label (replacing their earlier one; all
+        anonymous answers on an image are one label, the latest). FeedbackQuotaError past the sender's
+        daily quota, FeedbackStoreFullError for a new image past the size cap: nothing is written."""
         self.migrate()
-        now = datetime.now(UTC)
+        now = now or datetime.now(UTC)
+        if record.subject is not None:
+            record = replace(record, subject=stored_subject(record.subject))
         image_row = {
             "sha256": record.sha256,
             "png": record.png,
@@ -180,24 +235,116 @@ class FeedbackStore:
             "label": record.label,
             "predicted": record.predicted,
             "model_sha256": record.model_sha256,
+            "sender": record.sender,
             "updated_at": now,
         }
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         with _unavailable_on_error("write"), self.engine.begin() as connection:
-            # The first statement writes, so SQLite takes its write lock at once (no lock upgrade later).
-            connection.execute(insert(images).values(image_row).on_conflict_do_nothing())
-            if record.subject is None:
-                new_id = str(uuid.uuid4())
-                connection.execute(labels.insert().values(id=new_id, created_at=now, **label_row))
-                return Stored(new_id, replaced=False)
+            # The first statement writes, so SQLite takes its write lock at once (no lock upgrade later);
+            # a refusal below rolls it back.
+            # (RETURNING, not rowcount: psycopg reports -1 for an INSERT that did nothing.)
+            new_image = connection.execute(
+                insert(images).values(image_row).on_conflict_do_nothing().returning(images.c.sha256)
+            ).first()
+            self._check_quota(connection, record, now)
+            cap = self.policy.max_store_bytes
+            if new_image and cap is not None and self._size_bytes(connection) > cap:
+                raise FeedbackStoreFullError(
+                    "The feedback store is full: no new image is kept until the operator purges or "
+                    "erases some (cats-dogs-other feedback purge) or raises FEEDBACK_MAX_STORE_BYTES."
+                )
             statement = insert(labels).values(id=str(uuid.uuid4()), created_at=now, **label_row)
-            updated = {key: statement.excluded[key] for key in ("label", "predicted", "model_sha256")}
-            upsert = statement.on_conflict_do_update(
-                index_elements=["image_sha256", "subject"],
-                set_={**updated, "updated_at": statement.excluded.updated_at},
-            ).returning(labels.c.id, labels.c.created_at)
-            row = connection.execute(upsert).one()
+            changed = ("label", "predicted", "model_sha256", "sender", "updated_at")
+            set_ = {key: statement.excluded[key] for key in changed}
+            if record.subject is None:
+                upsert = statement.on_conflict_do_update(
+                    index_elements=["image_sha256"], index_where=labels.c.subject.is_(None), set_=set_
+                )
+            else:
+                upsert = statement.on_conflict_do_update(
+                    index_elements=["image_sha256", "subject"], set_=set_
+                )
+            row = connection.execute(upsert.returning(labels.c.id, labels.c.created_at)).one()
             return Stored(row.id, replaced=_as_utc(row.created_at) < now)
+
+    def _check_quota(self, connection: Connection, record: FeedbackRecord, now: datetime) -> None:
+        """Past the daily quota, a sender may still change a label they hold, not add one."""
+        quota = self.policy.daily_quota
+        if quota is None or record.sender is None:
+            return
+        same_voter = (
+            labels.c.subject == record.subject if record.subject is not None else labels.c.subject.is_(None)
+        )
+        theirs = (labels.c.image_sha256 == record.sha256) & same_voter & (labels.c.sender == record.sender)
+        if connection.execute(select(exists().where(theirs))).scalar_one():
+            return
+        recent = (labels.c.sender == record.sender) & (labels.c.updated_at > now - QUOTA_WINDOW)
+        count, oldest = connection.execute(
+            select(func.count(), func.min(labels.c.updated_at)).where(recent)
+        ).one()
+        if count >= quota:
+            wait = _as_utc(oldest) + QUOTA_WINDOW - now
+            raise FeedbackQuotaError(
+                f"You have sent {quota} labels in the last 24 hours, as many as this service keeps from "
+                "one person a day: try again later (changing a label you already sent still works).",
+                max(1, int(wait.total_seconds()) + 1),
+            )
+
+    def _size_bytes(self, connection: Connection) -> int:
+        if self.dialect == "sqlite":
+            pages = connection.execute(text("PRAGMA page_count")).scalar_one()
+            free = connection.execute(text("PRAGMA freelist_count")).scalar_one()
+            size = connection.execute(text("PRAGMA page_size")).scalar_one()
+            return int((pages - free) * size)
+        tables = "pg_total_relation_size('feedback_images') + pg_total_relation_size('feedback_labels')"
+        total = connection.execute(text(f"SELECT {tables}")).scalar_one()
+        return int(total)
+
+    def size_bytes(self) -> int:
+        """Bytes the store takes: SQLite's pages in use, PostgreSQL's two tables with their indexes."""
+        self.migrate()
+        with _unavailable_on_error("read"), self.engine.connect() as connection:
+            return self._size_bytes(connection)
+
+    def purge(self, now: datetime | None = None) -> Removed:
+        """Delete the labels older than the retention (by their last change), then every image nobody's
+        label refers to; compact the file when anything went. Nothing is deleted without a retention."""
+        self.migrate()
+        if self.policy.retention is None:
+            return Removed(0, 0)
+        cutoff = (now or datetime.now(UTC)) - self.policy.retention
+        with _unavailable_on_error("delete"), self.engine.begin() as connection:
+            removed = connection.execute(delete(labels).where(labels.c.updated_at < cutoff)).rowcount
+            orphans = self._delete_orphan_images(connection)
+        if removed or orphans:
+            self._compact()
+        return Removed(removed, orphans)
+
+    def erase(self, subject: str) -> Removed:
+        """Delete everything one person sent: their labels, and the images nobody else labelled."""
+        self.migrate()
+        with _unavailable_on_error("delete"), self.engine.begin() as connection:
+            mine = labels.c.subject == stored_subject(subject)
+            removed = connection.execute(delete(labels).where(mine)).rowcount
+            orphans = self._delete_orphan_images(connection)
+        if removed or orphans:
+            self._compact()
+        return Removed(removed, orphans)
+
+    @staticmethod
+    def _delete_orphan_images(connection: Connection) -> int:
+        labelled = exists().where(labels.c.image_sha256 == images.c.sha256)
+        return int(connection.execute(delete(images).where(~labelled)).rowcount)
+
+    def _compact(self) -> None:
+        """SQLite: rebuild the file without the freed pages and empty the write-ahead log, so that the
+        deleted bytes are in neither. PostgreSQL reclaims dead rows itself (autovacuum)."""
+        if self.dialect != "sqlite":
+            return
+        with _unavailable_on_error("compact"), self.engine.connect() as connection:
+            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+            autocommit.execute(text("VACUUM"))
+            autocommit.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
     def delete(self, sha256: str) -> int:
         """Remove an image and every label of it; the number of labels removed (-1: no such image)."""
@@ -205,14 +352,21 @@ class FeedbackStore:
         with _unavailable_on_error("delete"), self.engine.begin() as connection:
             removed = connection.execute(delete(labels).where(labels.c.image_sha256 == sha256)).rowcount
             found = connection.execute(delete(images).where(images.c.sha256 == sha256)).rowcount
+        self._checkpoint()
         return removed if found else -1
+
+    def _checkpoint(self) -> None:
+        """SQLite: copy the write-ahead log (with the zeroed pages) into the file and empty it."""
+        if self.dialect == "sqlite":
+            with _unavailable_on_error("compact"), self.engine.connect() as connection:
+                connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
     def withdraw(self, sha256: str, subject: str) -> bool:
         """Remove this person's label of an image, and the image once nobody's label is left on it;
         False when they had none."""
         self.migrate()
         with _unavailable_on_error("delete"), self.engine.begin() as connection:
-            mine = (labels.c.image_sha256 == sha256) & (labels.c.subject == subject)
+            mine = (labels.c.image_sha256 == sha256) & (labels.c.subject == stored_subject(subject))
             if not connection.execute(delete(labels).where(mine)).rowcount:
                 return False
             left = connection.execute(
@@ -220,6 +374,7 @@ class FeedbackStore:
             ).scalar_one()
             if not left:
                 connection.execute(delete(images).where(images.c.sha256 == sha256))
+        self._checkpoint()
         return True
 
     # --- reads ----------------------------------------------------------------------------------------
@@ -263,10 +418,12 @@ class FeedbackStore:
 
 
 def _sqlite_pragmas(connection: object, _: object) -> None:
-    """WAL lets readers (an export) run beside the writer; foreign keys are off by default in SQLite."""
+    """WAL lets readers (an export) run beside the writer; foreign keys are off by default in SQLite;
+    `secure_delete` overwrites deleted content with zeros instead of leaving it in free pages."""
     cursor = connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
