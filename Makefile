@@ -61,11 +61,12 @@ test: install browser postgres prometheus
 	$(BIN)/lint-imports
 	$(BIN)/pytest
 
-# The local demo: no tokens, and feedback kept in a SQLite file under .data/ (git-ignored), so that the
+# The local demo: no tokens, and anonymous feedback allowed and kept in a SQLite file under .data/
+# (git-ignored; each image's anonymous answers count as one vote), so that the
 # page's "Right" / "Wrong" buttons work and `cats-dogs-other feedback export` has something to export.
 FEEDBACK_DB ?= sqlite:///$(CURDIR)/.data/feedback.db
 serve: runtime
-	$(BIN)/cats-dogs-other serve --no-auth --feedback-database-url $(FEEDBACK_DB)
+	$(BIN)/cats-dogs-other serve --no-auth --feedback-allow-anonymous --feedback-database-url $(FEEDBACK_DB)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks deploy boot.py

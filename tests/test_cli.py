@@ -63,9 +63,9 @@ def test_every_setting_is_a_serve_flag_that_settings_validates() -> None:
     from cats_dogs_other.settings import Settings
 
     parser = build_parser()
-    for name in Settings.model_fields:
+    for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        args = parser.parse_args(["serve", flag] if name == "auth_disabled" else ["serve", flag, "1"])
+        args = parser.parse_args(["serve", flag] if field.annotation is bool else ["serve", flag, "1"])
         assert name in _given_settings(args), flag
     given = _given_settings(
         parser.parse_args(["serve", "--no-auth", "--model", "m.onnx", "--max-header-bytes", "2048"])
@@ -156,3 +156,28 @@ def test_feedback_export_lists_ties_and_delete_withdraws_an_image(tmp_path: Path
     assert store.counts() == (1, 1)
     store.close()
     assert run_cli("feedback", "export", "--out", str(tmp_path / "x")).returncode != 0  # no database given
+
+
+def test_feedback_purge_and_erase_delete_what_they_say(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cats_dogs_other.feedback import FeedbackRecord, FeedbackStore
+
+    database = f"sqlite:///{tmp_path / 'feedback.db'}"
+    store = FeedbackStore(database)
+    now = datetime.now(UTC)
+    store.add(FeedbackRecord("a" * 64, b"png", 1, 1, "Cat", "alice"), now=now - timedelta(days=40))
+    store.add(FeedbackRecord("b" * 64, b"png", 1, 1, "Cat", "alice"), now=now - timedelta(days=10))
+    store.add(FeedbackRecord("b" * 64, b"png", 1, 1, "Dog", "bob"), now=now - timedelta(days=10))
+    store.add(FeedbackRecord("c" * 64, b"png", 1, 1, "Dog", "bob"), now=now)
+    store.close()
+
+    kept = run_cli("feedback", "purge", "--database", database)  # FEEDBACK_RETENTION_DAYS: 180
+    assert "deleted 0 labels older than 180 days and 0 images" in kept.stdout, kept.stderr
+    purged = run_cli("feedback", "purge", "--database", database, "--retention-days", "30")
+    assert "deleted 1 labels older than 30 days and 1 images" in purged.stdout, purged.stderr
+    erased = run_cli("feedback", "erase", "--subject", "bob", "--database", database)
+    assert "erased 2 labels of that subject and 1 images nobody else labelled" in erased.stdout, erased.stderr
+    store = FeedbackStore(database)
+    assert [(entry.sha256, entry.labels) for entry in store.labelled_images()] == [("b" * 64, ["Cat"])]
+    store.close()

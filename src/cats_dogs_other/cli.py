@@ -232,13 +232,16 @@ def _fetch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _feedback_store(args: argparse.Namespace) -> Any:
+def _feedback_store(args: argparse.Namespace, **policy: Any) -> Any:
+    """The store, with the policy of the FEEDBACK_* variables (as `serve` has it) and `policy` over it."""
     from cats_dogs_other.feedback import FeedbackStore
+    from cats_dogs_other.settings import FeedbackSettings
 
     url = args.database or os.environ.get("FEEDBACK_DATABASE_URL")
     if not url:
         raise SystemExit("error: give --database URL (or set FEEDBACK_DATABASE_URL)")
-    return FeedbackStore(url)
+    settings = FeedbackSettings(**policy)
+    return FeedbackStore(url, settings.feedback_policy())
 
 
 def _feedback_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -246,7 +249,7 @@ def _feedback_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     store = _feedback_store(args)
     try:
-        report = export_dataset(store, args.out)
+        report = export_dataset(store, args.out, min_voters=args.min_voters)
     except FeedbackUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -257,6 +260,44 @@ def _feedback_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for sha256, votes in report.ties.items():
         shown = ", ".join(f"{label} {count}" for label, count in sorted(votes.items()))
         print(f"left out (a tie: {shown}): {sha256}")
+    if report.too_few_voters:
+        print(f"left out: {report.too_few_voters} images labelled by fewer than {args.min_voters} voters")
+    return 0
+
+
+def _feedback_purge(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from cats_dogs_other.feedback import FeedbackUnavailableError
+
+    given = {} if args.retention_days is None else {"feedback_retention_days": args.retention_days}
+    store = _feedback_store(args, **given)
+    if store.policy.retention is None:
+        print("nothing to purge: FEEDBACK_RETENTION_DAYS is 0 (feedback is kept until deleted)")
+        store.close()
+        return 0
+    try:
+        removed = store.purge()
+    except FeedbackUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    days = store.policy.retention.total_seconds() / 86_400
+    print(f"deleted {removed.labels} labels older than {days:g} days and {removed.images} images")
+    return 0
+
+
+def _feedback_erase(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from cats_dogs_other.feedback import FeedbackUnavailableError
+
+    store = _feedback_store(args)
+    try:
+        removed = store.erase(args.subject)
+    except FeedbackUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"erased {removed.labels} labels of that subject and {removed.images} images nobody else labelled")
     return 0
 
 
@@ -404,7 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--out", type=Path, required=True, help="where to write model.onnx and model.json")
     fetch.set_defaults(handler=_fetch)
 
-    feedback = commands.add_parser("feedback", help="export or delete the corrections people sent")
+    feedback = commands.add_parser(
+        "feedback", help="export, delete, purge or erase the corrections people sent"
+    )
     actions = feedback.add_subparsers(dest="action", required=True, metavar="ACTION")
     database = argparse.ArgumentParser(add_help=False)
     database.add_argument(
@@ -416,12 +459,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the feedback as a dataset: images/<label>/<sha256>.png and annotations.json",
     )
     export.add_argument("--out", type=Path, required=True, help="the dataset folder to write")
+    export.add_argument(
+        "--min-voters",
+        type=int,
+        default=1,
+        metavar="N",
+        help="leave out images labelled by fewer than N people (all anonymous answers count as one)",
+    )
     export.set_defaults(handler=_feedback_export)
     delete = actions.add_parser(
         "delete", parents=[database], help="remove an image and all its labels (a withdrawal)"
     )
     delete.add_argument("sha256", metavar="SHA256", help="the image's sha256, as POST /feedback answered")
     delete.set_defaults(handler=_feedback_delete)
+    purge = actions.add_parser(
+        "purge",
+        parents=[database],
+        help="delete labels older than the retention and the images nobody's label refers to any more",
+    )
+    purge.add_argument(
+        "--retention-days", type=float, metavar="DAYS", help="default: FEEDBACK_RETENTION_DAYS (180)"
+    )
+    purge.set_defaults(handler=_feedback_purge)
+    erase = actions.add_parser(
+        "erase", parents=[database], help="delete everything one person sent (a request to be forgotten)"
+    )
+    erase.add_argument(
+        "--subject", required=True, help="their token's `sub`, as the identity provider names them"
+    )
+    erase.set_defaults(handler=_feedback_erase)
 
     serve = commands.add_parser(
         "serve",

@@ -9,8 +9,9 @@ name in upper case (`MAX_UPLOAD_BYTES`), whatever its group.
 from __future__ import annotations
 
 import ipaddress
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, SecretStr, field_validator
@@ -19,6 +20,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from cats_dogs_other.inference.limits import DEFAULT_DECODE_MEMORY_BYTES, DocumentLimits, max_pixels_for
 from cats_dogs_other.models.source import MlflowRegistry
 from cats_dogs_other.urls import require_https_unless_loopback
+
+if TYPE_CHECKING:
+    from cats_dogs_other.feedback.store import FeedbackPolicy
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -249,6 +253,42 @@ class FeedbackSettings(SettingsGroup):
     feedback_accuracy_window: int = Field(
         200, ge=1, description="Feedback answers the live accuracy estimate is computed over (per process)."
     )
+    feedback_retention_days: float = Field(
+        180,
+        ge=0,
+        description="Days a label is kept after its last change; then it is deleted, with the image once "
+        "nobody's label is left on it (checked every FEEDBACK_PURGE_INTERVAL_SECONDS and by `feedback "
+        "purge`). 0: kept until deleted.",
+    )
+    feedback_purge_interval_seconds: float = Field(
+        3600, gt=0, description="How often the service deletes expired feedback (off the request path)."
+    )
+    feedback_daily_quota: int = Field(
+        200,
+        ge=0,
+        description="Labels one person (token subject; with auth off, client address) may add in 24 hours; "
+        "past it, 429. Changing a label they already sent is always allowed. 0: no quota.",
+    )
+    feedback_max_store_bytes: int = Field(
+        1 << 30,
+        ge=0,
+        description="Size of the feedback store past which new images are refused (507); labels on "
+        "stored images still work. 0: no cap.",
+    )
+    feedback_allow_anonymous: bool = Field(
+        False,
+        description="With auth off, accept feedback without a token (`make serve` does, for the demo); "
+        "all anonymous answers on one image then count as one vote, the latest.",
+    )
+
+    def feedback_policy(self) -> FeedbackPolicy:
+        from cats_dogs_other.feedback.store import FeedbackPolicy  # SQLAlchemy only where feedback is used
+
+        return FeedbackPolicy(
+            retention=timedelta(days=self.feedback_retention_days) if self.feedback_retention_days else None,
+            daily_quota=self.feedback_daily_quota or None,
+            max_store_bytes=self.feedback_max_store_bytes or None,
+        )
 
 
 class ObservabilitySettings(SettingsGroup):

@@ -389,7 +389,8 @@ def test_hostile_documents_are_answered_with_memory_within_the_stated_budget(
 def feedback_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """A real `serve` process keeping feedback in a SQLite file."""
     folder = tmp_path_factory.mktemp("feedback-bounds")
-    command = serve_command("--feedback-database-url", f"sqlite:///{folder / 'feedback.db'}")
+    database = f"sqlite:///{folder / 'feedback.db'}"
+    command = serve_command("--feedback-allow-anonymous", "--feedback-database-url", database)
     process = ServeProcess(command, folder / "serve.log").start()
     yield process
     process.stop()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -16,16 +18,16 @@ from tests.images import encode
 FEEDBACK = "post::feedback"
 
 
-def photo() -> bytes:
+def photo(red: int = 120) -> bytes:
     from PIL import Image
 
-    return encode(Image.new("RGB", (50, 40), (120, 80, 40)), "PNG")
+    return encode(Image.new("RGB", (50, 40), (red, 80, 40)), "PNG")
 
 
-def send(client: TestClient, token: str | None, label: str = "Cat") -> object:
+def send(client: TestClient, token: str | None, label: str = "Cat", image: bytes | None = None) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return client.post(
-        "/feedback", files={"file": ("p.png", photo())}, data={"label": label}, headers=headers
+        "/feedback", files={"file": ("p.png", image or photo())}, data={"label": label}, headers=headers
     )
 
 
@@ -34,7 +36,8 @@ def test_feedback_needs_the_feedback_scope_and_stores_only_the_subject(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'feedback.db'}"
     client = make_auth_client(feedback_database_url=url)
-    assert client.get("/version").json()["feedback"] == {"enabled": True, "required_scope": FEEDBACK}
+    feedback = client.get("/version").json()["feedback"]
+    assert (feedback["enabled"], feedback["required_scope"]) == (True, FEEDBACK)
 
     missing = client.post("/feedback", files={"file": ("p.png", photo())}, data={"label": "Cat"})
     assert missing.status_code == 401
@@ -64,6 +67,9 @@ def test_feedback_needs_the_feedback_scope_and_stores_only_the_subject(
         rows = connection.execute(select(labels)).mappings().all()
     store.close()
     assert sorted((row["subject"], row["label"]) for row in rows) == [("alice", "Dog"), ("bob", "Dog")]
+    # The sender (what the daily quota counts) is a hash of the subject, not another copy of a claim.
+    senders = {row["subject"]: row["sender"] for row in rows}
+    assert senders["alice"] == hashlib.sha256(b"sub:alice").hexdigest()
     stored_text = " ".join(str(value) for row in rows for value in row.values())
     assert "alice@example.com" not in stored_text
     assert "Alice" not in stored_text
@@ -109,3 +115,32 @@ def test_a_person_withdraws_what_they_sent_and_only_that(
     assert withdraw(bob) == 204
     assert store.counts() == (0, 0)  # the image went with the last label
     store.close()
+
+
+def test_a_person_erases_everything_they_sent_and_only_that(
+    make_auth_client: Callable[..., TestClient], provider: FakeProvider, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    client = make_auth_client(feedback_database_url=url)
+    alice, bob = (provider.token(scope=FEEDBACK, sub=name) for name in ("alice", "bob"))
+    shared, hers, his = photo(10), photo(20), photo(30)
+    for token, image in ((alice, shared), (alice, hers), (bob, shared), (bob, his)):
+        assert send(client, token, "Cat", image).status_code == 201
+
+    def erase(token: str | None) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return client.delete("/feedback", headers=headers)
+
+    assert erase(None).status_code == 401
+    assert erase(provider.token()).status_code == 403  # the prediction scope is not enough
+    erased = erase(alice)
+    assert erased.status_code == 200, erased.text
+    assert erased.json() == {"labels": 2, "images": 1}  # her own image; the shared one stays for bob
+    store = FeedbackStore(url)
+    assert {entry.sha256: entry.labels for entry in store.labelled_images()} == {
+        hashlib.sha256(shared).hexdigest(): ["Cat"],
+        hashlib.sha256(his).hexdigest(): ["Cat"],
+    }
+    assert erase(alice).json() == {"labels": 0, "images": 0}
+    store.close()
+    assert 'cdo_feedback_purged_total{kind="erased_labels"} 2.0' in client.get("/metrics").text

@@ -56,7 +56,8 @@ def monitored_service(
     assert tops[middle - 1] < tops[middle], "the images' top values must differ to split them"
     unsure_below = (tops[middle - 1] + tops[middle]) / 2  # about half the answers are unsure
     folder = tmp_path_factory.mktemp("monitored")
-    command = serve_command("--feedback-database-url", f"sqlite:///{folder / 'feedback.db'}")
+    database = f"sqlite:///{folder / 'feedback.db'}"
+    command = serve_command("--feedback-allow-anonymous", "--feedback-database-url", database)
     server = ServeProcess(command, folder / "serve.log", env={"UNSURE_BELOW": repr(unsure_below)}).start()
     prometheus = None
     try:

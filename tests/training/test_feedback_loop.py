@@ -33,7 +33,8 @@ def test_corrections_become_the_next_model(
 ) -> None:
     database = f"sqlite:///{tmp_path / 'feedback.db'}"
     six = [path for label in LABELS for path in [p for lb, p in labelled_files if lb == label][:2]]
-    server = ServeProcess(serve_command("--feedback-database-url", database), tmp_path / "serve.log").start()
+    command = serve_command("--feedback-allow-anonymous", "--feedback-database-url", database)
+    server = ServeProcess(command, tmp_path / "serve.log").start()
     try:
         with httpx.Client(base_url=server.base_url, timeout=60) as client:
             served = client.get("/version").json()["model"]["sha256"]

@@ -23,7 +23,7 @@ from tests.web.test_page import open_page
 @pytest.fixture
 def feedback_server(classifier: ImageClassifier, tmp_path: Path) -> Iterator[tuple[str, FeedbackStore]]:
     url = f"sqlite:///{tmp_path / 'feedback.db'}"
-    settings = Settings(auth_disabled=True, feedback_database_url=url)  # type: ignore[arg-type]
+    settings = Settings(auth_disabled=True, feedback_allow_anonymous=True, feedback_database_url=url)
     store = FeedbackStore(url)
     with ready_server(create_app(settings, classifier)) as base_url:
         yield base_url, store
@@ -103,7 +103,7 @@ def test_a_refusal_is_shown_under_the_answer(
     blocked = tmp_path / "a-file"
     blocked.write_text("the database's folder cannot be made here: the database is unavailable")
     url = f"sqlite:///{blocked / 'feedback.db'}"
-    settings = Settings(auth_disabled=True, feedback_database_url=url)  # type: ignore[arg-type]
+    settings = Settings(auth_disabled=True, feedback_allow_anonymous=True, feedback_database_url=url)
     with ready_server(create_app(settings, classifier)) as base_url:
         page: Page = open_page(tab, base_url)
         page.set_input_files("#files", sample_files["Other"])

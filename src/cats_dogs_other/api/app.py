@@ -87,7 +87,7 @@ def build_feedback_store(settings: FeedbackSettings) -> FeedbackStore | None:
     """The feedback database when FEEDBACK_DATABASE_URL is set; its schema is migrated after start-up."""
     if settings.feedback_database_url is None:
         return None
-    return FeedbackStore(settings.feedback_database_url.get_secret_value())
+    return FeedbackStore(settings.feedback_database_url.get_secret_value(), settings.feedback_policy())
 
 
 def worker_app(settings: Settings) -> FastAPI:
@@ -142,6 +142,8 @@ def create_app(
         log.info("model %s", model.describe())
         if state.feedback is not None:
             background.append(asyncio.create_task(_prepare_feedback(state.feedback)))
+            interval = settings.feedback_purge_interval_seconds
+            background.append(asyncio.create_task(_purge_feedback(state.feedback, state.metrics, interval)))
         try:
             # Lifespan state: Uvicorn hands it to its protocols (the `server` package, api/handoff.py).
             routes = admitted_routes([router, feedback_router, v2.router])
@@ -226,6 +228,24 @@ def _log_auth_mode(settings: Settings, validator: TokenValidator | None) -> None
             settings.oauth2_issuer,
             settings.oauth2_required_scope,
         )
+
+
+async def _purge_feedback(store: FeedbackStore, metrics: ServiceMetrics, interval_seconds: float) -> None:
+    """Delete expired feedback now and every `interval_seconds`, in a worker thread, never on the request
+    path; every replica does it (a purge is idempotent). A database that is down is tried next time."""
+    while True:
+        try:
+            removed = await store.run(store.purge)
+            size = await store.run(store.size_bytes)
+        except FeedbackUnavailableError as exc:
+            log.warning("feedback purge skipped: %s", exc)
+        else:
+            metrics.feedback_purged.labels("expired_labels").inc(removed.labels)
+            metrics.feedback_purged.labels("images").inc(removed.images)
+            metrics.feedback_store_bytes.set(size)
+            if removed.labels or removed.images:
+                log.info("feedback purged: %d labels, %d images", removed.labels, removed.images)
+        await asyncio.sleep(interval_seconds)
 
 
 async def _prepare_feedback(store: FeedbackStore) -> None:

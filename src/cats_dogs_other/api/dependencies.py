@@ -4,7 +4,6 @@ arrives while the service is full, cannot make it parse an upload."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -77,10 +76,8 @@ async def admitted_engine(
     if handoff.ticket is not None:
         yield model.engine
         return
-    peer = request.client.host if request.client else None
-    forwarded = [value.encode("latin-1") for value in request.headers.getlist("x-forwarded-for")]
     claims = handoff.token.claims if handoff.token else None
-    client = client_key(claims, state.proxies.client_address(peer, forwarded))
+    client = client_key(claims, client_address(request, state))
     ticket = model.engine.admission.try_admit(client)
     if isinstance(ticket, Refusal):
         state.metrics.refusals.labels(ticket.kind.value).inc()
@@ -92,6 +89,13 @@ async def admitted_engine(
 
 
 Engine = Annotated[InferenceService, Depends(admitted_engine)]
+
+
+def client_address(request: Request, state: ServiceState) -> str:
+    """The client's address: the peer's, or what a trusted proxy's X-Forwarded-For names."""
+    peer = request.client.host if request.client else None
+    forwarded = [value.encode("latin-1") for value in request.headers.getlist("x-forwarded-for")]
+    return state.proxies.client_address(peer, forwarded)
 
 
 async def feedback_engine(
@@ -164,9 +168,7 @@ async def feedback_subject(
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise HTTPException(403, "The token has no subject (sub): feedback must name who sent it.")
-    if len(subject) > 255:  # the column's size; a hash keeps distinct subjects distinct
-        return "sha256:" + hashlib.sha256(subject.encode()).hexdigest()
-    return subject
+    return subject  # the store keeps it as it is, or hashed past its column's size
 
 
 PredictionToken = Depends(require_prediction_token)

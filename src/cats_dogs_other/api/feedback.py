@@ -4,22 +4,32 @@ training data for the next model (`cats-dogs-other feedback export`).
 The request is read like a prediction's (same token rules with their own scope, the same admission,
 body limits, decoding and errors) and the image is decoded the same way, so nothing stored here could
 not have been classified. The database work runs in worker threads; an unreachable database is a 503
-for this route only.
+for this route only. What is kept is bounded by the store's policy (retention, a daily quota per
+sender, a size cap; `feedback/store.py`); with auth off, anonymous feedback is taken only when the
+operator allows it (FEEDBACK_ALLOW_ANONYMOUS).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from contextlib import suppress
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
-from cats_dogs_other.api.dependencies import FeedbackEngine, FeedbackSubject, State
+from cats_dogs_other.api.clients import client_key
+from cats_dogs_other.api.dependencies import FeedbackEngine, FeedbackSubject, State, client_address
 from cats_dogs_other.api.multipart import read_form
 from cats_dogs_other.api.openapi import problem_responses
-from cats_dogs_other.api.schemas import FeedbackStored
-from cats_dogs_other.feedback import FeedbackRecord, FeedbackStore, FeedbackUnavailableError
+from cats_dogs_other.api.schemas import FeedbackErased, FeedbackStored
+from cats_dogs_other.feedback import (
+    FeedbackQuotaError,
+    FeedbackRecord,
+    FeedbackStore,
+    FeedbackStoreFullError,
+    FeedbackUnavailableError,
+)
 from cats_dogs_other.inference.budget import RequestBudget
 from cats_dogs_other.inference.decode import SUPPORTED_FORMATS_TEXT
 from cats_dogs_other.inference.documents import is_pdf
@@ -70,7 +80,7 @@ _FORM = {
     summary="Correct (or confirm) an answer: the image and its right label become training data",
     status_code=201,
     response_model=FeedbackStored,
-    responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 503),
+    responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 429, 503, 507),
     openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM}}}},
 )
 async def feedback(
@@ -80,7 +90,15 @@ async def feedback(
     /predict numbered them) and its right `label`. The image is stored once per content (its sha256),
     as upright RGB PNG without metadata; your label is stored with your token's `sub` and nothing else
     of it. Labelling the same image again replaces your label. Off (404) unless the operator set
-    FEEDBACK_DATABASE_URL."""
+    FEEDBACK_DATABASE_URL. Kept for FEEDBACK_RETENTION_DAYS after its last change; past your daily
+    quota, 429; when the store is full, 507; `DELETE /feedback` deletes everything you sent."""
+    if subject is None and not state.settings.feedback_allow_anonymous:
+        state.metrics.feedback_refusals.labels("anonymous").inc()
+        raise HTTPException(
+            403,
+            "Anonymous feedback is off: authentication is disabled, so nobody's answers could be told "
+            "apart. The operator can allow it for a demo with FEEDBACK_ALLOW_ANONYMOUS=true.",
+        )
     files, fields = await read_form(request, "file", 1, TEXT_FIELDS)
     labels = engine.classifier.labels
     label = _model_label(fields.get("label"), labels, "label", required=True)
@@ -93,13 +111,24 @@ async def feedback(
     sha256, image = await _image_of(engine, data, fields, budget)
     png, width, height = await engine.training_image(image, budget)
     assert label is not None
-    record = FeedbackRecord(sha256, png, width, height, label, subject, predicted, model_sha256)
+    # Who sent it, as the quota counts senders: the subject, else the client's address; kept hashed.
+    sender = client_key({"sub": subject} if subject else None, client_address(request, state))
+    sender_hash = hashlib.sha256(sender.encode()).hexdigest()
+    record = FeedbackRecord(sha256, png, width, height, label, subject, predicted, model_sha256, sender_hash)
     try:
         stored = await store.run(lambda: store.add(record))
     except FeedbackUnavailableError:
         state.metrics.feedback_unavailable.inc()
         raise
+    except FeedbackQuotaError as exc:
+        state.metrics.feedback_refusals.labels("quota").inc()
+        raise HTTPException(429, str(exc), {"Retry-After": str(exc.retry_after_seconds)}) from None
+    except FeedbackStoreFullError as exc:
+        state.metrics.feedback_refusals.labels("store_full").inc()
+        raise HTTPException(507, str(exc)) from None
     state.metrics.observe_feedback(label, predicted, model_sha256, engine.classifier.sha256)
+    with suppress(FeedbackUnavailableError):
+        state.metrics.feedback_store_bytes.set(await store.run(store.size_bytes))
     return FeedbackStored(id=stored.id, sha256=sha256, label=label, replaced=stored.replaced)
 
 
@@ -125,6 +154,29 @@ async def withdraw_feedback(sha256: str, store: Store, subject: FeedbackSubject)
     if not await store.run(lambda: store.withdraw(sha256, subject)):
         raise HTTPException(404, "You have no label on this image (already withdrawn, or never sent).")
     return Response(status_code=204)
+
+
+@router.delete(
+    "/feedback",
+    tags=["feedback"],
+    summary="Delete everything you sent: your labels, and the images nobody else labelled",
+    response_model=FeedbackErased,
+    responses=problem_responses(401, 403, 404, 503),
+)
+async def erase_my_feedback(store: Store, subject: FeedbackSubject, state: State) -> FeedbackErased:
+    """The person the token names erases all they contributed (the right to erasure). Images that
+    someone else also labelled stay, with the other people's labels. Needs authentication: without it
+    there is nobody to erase for."""
+    if subject is None:
+        raise HTTPException(
+            403,
+            "Authentication is off: feedback is anonymous, so nobody's labels can be told apart. The "
+            "operator can erase a subject with `cats-dogs-other feedback erase --subject SUB`.",
+        )
+    removed = await store.run(lambda: store.erase(subject))
+    state.metrics.feedback_purged.labels("erased_labels").inc(removed.labels)
+    state.metrics.feedback_purged.labels("images").inc(removed.images)
+    return FeedbackErased(labels=removed.labels, images=removed.images)
 
 
 def _model_label(value: str | None, labels: list[str], name: str, required: bool) -> str | None:

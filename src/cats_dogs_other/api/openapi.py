@@ -28,14 +28,18 @@ _PROBLEM_DESCRIPTIONS = {
     400: "Malformed request (a broken multipart body, too many files), or (v2) a model that is not ready.",
     401: "No bearer token, or a token that is not valid (expired, wrong issuer or audience, bad signature).",
     403: "A valid token without the required scope (get::prediction by default; post::feedback to send "
-    "feedback).",
+    "feedback), or (feedback) anonymous feedback while it is off.",
     404: "No model by that name, or (POST /feedback) feedback is off on this service.",
     413: "The request body is over MAX_UPLOAD_BYTES, or the image has more pixels than MAX_PIXELS.",
     415: "Not multipart/form-data, or the file is not a supported image (or is corrupt or empty).",
     422: "A required form part is missing or misnamed.",
+    429: "(POST /feedback) You sent FEEDBACK_DAILY_QUOTA labels in the last 24 hours; retry after "
+    "`Retry-After` seconds. Changing a label you already sent still works.",
     500: "The server failed; the body carries a request id to quote.",
     503: "The model is not loaded yet, the service is shutting down, or the identity provider's keys are "
     "unavailable; retry after `Retry-After` seconds.",
+    507: "(POST /feedback) The feedback store is past FEEDBACK_MAX_STORE_BYTES: no new image is kept "
+    "until the operator purges or erases some.",
 }
 
 

@@ -198,8 +198,12 @@ async def version(state: State) -> VersionInfo:
             audience_parameter=settings.oauth2_audience_parameter,
         ),
         feedback=FeedbackInfo(
-            enabled=state.feedback is not None,
+            # With auth off, feedback is anonymous, and taken only if the operator allows it.
+            enabled=state.feedback is not None
+            and (not settings.auth_disabled or settings.feedback_allow_anonymous),
             required_scope=None if settings.auth_disabled else settings.feedback_required_scope,
+            retention_days=settings.feedback_retention_days or None,
+            daily_quota=settings.feedback_daily_quota or None,
         ),
     )
 

@@ -166,10 +166,19 @@ class AuthInfo(BaseModel):
 
 
 class FeedbackInfo(BaseModel):
-    """Whether POST /feedback stores corrections here, and the scope it needs when auth is on."""
+    """Whether POST /feedback stores corrections here, the scope it needs when auth is on, and what is
+    kept: what the page tells people before they send anything."""
 
     enabled: bool
     required_scope: str | None = None
+    retention_days: float | None = Field(
+        None,
+        description="Days a label is kept after its last change (FEEDBACK_RETENTION_DAYS); null: until "
+        "deleted.",
+    )
+    daily_quota: int | None = Field(
+        None, description="Labels one person may add in 24 hours (FEEDBACK_DAILY_QUOTA); null: no quota."
+    )
 
 
 class FeedbackStored(BaseModel):
@@ -185,6 +194,17 @@ class FeedbackStored(BaseModel):
     label: str = Field(description="The label stored, as the model spells it.", examples=["Dog"])
     replaced: bool = Field(
         description="True when this person had labelled this image before: their label was replaced."
+    )
+
+
+class FeedbackErased(BaseModel):
+    """What `DELETE /feedback` deleted of what the person sent."""
+
+    labels: int = Field(description="Your labels deleted.", examples=[12])
+    images: int = Field(
+        description="Images deleted with them: those nobody else had labelled (the others stay, with "
+        "the other people's labels).",
+        examples=[9],
     )
 
 

@@ -203,6 +203,29 @@ class ServiceMetrics:
         self.feedback_unavailable = Counter(
             "cdo_feedback_unavailable", "Feedback refused because its database was unavailable.", registry=r
         )
+        self.feedback_refusals = Counter(
+            "cdo_feedback_refusals",
+            "Feedback refused by what the store keeps: quota (429, the sender's daily quota), store_full "
+            "(507, past FEEDBACK_MAX_STORE_BYTES), anonymous (403, anonymous feedback is off).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("quota", "store_full", "anonymous"):
+            self.feedback_refusals.labels(reason)
+        self.feedback_store_bytes = Gauge(
+            "cdo_feedback_store_bytes",
+            "Bytes the feedback store takes, as this process last measured it (after each write and purge).",
+            registry=r,
+        )
+        self.feedback_purged = Counter(
+            "cdo_feedback_purged",
+            "Feedback deleted by this process, by kind: expired_labels (past FEEDBACK_RETENTION_DAYS), "
+            "images (nobody's label refers to them any more), erased_labels (people erasing what they sent).",
+            ["kind"],
+            registry=r,
+        )
+        for kind in ("expired_labels", "images", "erased_labels"):
+            self.feedback_purged.labels(kind)
         self._verdicts: deque[bool] = deque(maxlen=accuracy_window)
 
     def refused_token(self, failure: str, refusal: str) -> None:
