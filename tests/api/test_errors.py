@@ -133,7 +133,17 @@ def test_not_ready_is_503_with_retry_after(classifier: ImageClassifier) -> None:
 
 def test_unknown_route_and_method_are_problems(client: TestClient) -> None:
     assert_problem(client.get("/nope"), 404, "Not Found")
-    assert_problem(client.get("/upload"), 405, "Method Not Allowed")
+    wrong_method = client.get("/upload")
+    assert_problem(wrong_method, 405, "Method Not Allowed")
+    assert wrong_method.headers["allow"] == "POST"
+
+
+def test_a_405_names_every_method_of_the_path_even_across_routes(make_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """/feedback is two routes (POST to send, DELETE to erase): Allow lists both (RFC 9110)."""
+    client = make_client(feedback_database_url=f"sqlite:///{tmp_path / 'feedback.db'}")
+    response = client.put("/feedback")
+    assert_problem(response, 405, "Method Not Allowed")
+    assert response.headers["allow"] == "POST, DELETE"
 
 
 def test_a_failure_inside_inference_is_a_500_without_internals(

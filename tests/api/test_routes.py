@@ -156,5 +156,11 @@ def test_cors_origins_are_configurable(make_client) -> None:  # type: ignore[no-
         headers={"Origin": "https://app.example.org", "Access-Control-Request-Method": "POST"},
     )
     assert allowed.headers["access-control-allow-origin"] == "https://app.example.org"
+    erase = client.options(  # a page elsewhere may let people erase their feedback
+        "/feedback",
+        headers={"Origin": "https://app.example.org", "Access-Control-Request-Method": "DELETE"},
+    )
+    assert erase.status_code == 200
+    assert "DELETE" in erase.headers["access-control-allow-methods"]
     refused = client.get("/health", headers={"Origin": "https://evil.example.org"})
     assert "access-control-allow-origin" not in refused.headers

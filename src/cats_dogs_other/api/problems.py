@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from cats_dogs_other.feedback import FeedbackUnavailableError
 from cats_dogs_other.inference.batching import QueueFullError
@@ -131,8 +132,26 @@ def problem_for(exc: Exception, request: Request | None = None) -> Problem:
     if isinstance(exc, RequestValidationError):
         return _validation_problem(exc, request)
     if isinstance(exc, HTTPException):
-        return Problem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and request is not None:
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+        return Problem(exc.status_code, str(exc.detail), headers)
     raise TypeError(f"not an error this service answers: {type(exc).__name__}")
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path: Starlette's 405 names only the first route's, and
+    /feedback has two (POST to send, DELETE to erase). Asked of the routes' own matching."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+    return ", ".join(allowed)
 
 
 def _validation_problem(exc: RequestValidationError, request: Request | None) -> Problem:
