@@ -43,6 +43,7 @@ class BrowserTab:
     shots: Path
     console: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    asked_scopes: list[str] = field(default_factory=list)  # what the last sign-in asked the provider for
 
     def shoot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"

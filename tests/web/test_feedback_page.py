@@ -125,3 +125,31 @@ def test_without_a_feedback_database_there_are_no_feedback_buttons(
     page.set_input_files("#files", sample_files["Cat"])
     page.wait_for_selector("article.result")
     assert page.locator(".feedback").count() == 0
+    assert page.locator("#kept").is_hidden()  # nothing is kept, so nothing to say about it
+
+
+def test_anonymous_feedback_is_said_to_be_anonymous_and_the_operators_to_delete(
+    tab: BrowserTab, feedback_server: tuple[str, FeedbackStore]
+) -> None:
+    base_url, _ = feedback_server
+    page = open_page(tab, base_url)
+    kept = page.locator("#kept")
+    kept.wait_for()
+    statement = kept.inner_text()
+    assert "without its metadata" in statement
+    assert "anonymously" in statement
+    assert "for 180 days" in statement
+    assert "only the operator of this service can delete it" in statement
+    assert page.locator("#erase").is_hidden()  # nobody to erase for
+
+
+def test_with_anonymous_feedback_off_the_page_offers_none(
+    tab: BrowserTab, classifier: ImageClassifier, tmp_path: Path, sample_files: dict[str, Path]
+) -> None:
+    settings = Settings(auth_disabled=True, feedback_database_url=f"sqlite:///{tmp_path / 'feedback.db'}")
+    with ready_server(create_app(settings, classifier)) as base_url:
+        page = open_page(tab, base_url)
+        page.set_input_files("#files", sample_files["Cat"])
+        page.wait_for_selector("article.result")
+        assert page.locator(".feedback").count() == 0
+        assert page.locator("#kept").is_hidden()

@@ -3,10 +3,12 @@ Authorization Code with PKCE for a public client, the token in memory only, refu
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
@@ -60,10 +62,14 @@ def sign_in_setup(
 
 
 def sign_in(tab: BrowserTab, base_url: str, issuer: str, user: str = "alice") -> Page:
-    """From the page to the provider's login and consent pages and back, as a person would."""
+    """From the page to the provider's login and consent pages and back, as a person would. The scopes
+    the page asked the provider for are kept in `tab.asked_scopes`."""
     page = tab.page
     page.goto(f"{base_url}/")
-    page.click("#sign-in")
+    page.wait_for_selector("#sign-in:visible")
+    with page.expect_request(lambda request: request.url.startswith(f"{issuer}/auth?")) as authorize:
+        page.click("#sign-in")
+    tab.asked_scopes = parse_qs(urlsplit(authorize.value.url).query)["scope"][0].split()
     page.wait_for_url(f"{issuer}/interaction/**")
     page.fill("input[name=login]", user)
     page.fill("input[name=password]", "any password")
@@ -106,7 +112,9 @@ def test_a_person_signs_in_at_the_provider_and_gets_the_answer(
 
     page = sign_in(tab, sign_in_setup.page, sign_in_setup.issuer)
     assert page.url == f"{sign_in_setup.page}/"  # the code and state are gone from the address bar
-    assert page.inner_text("#who") == "Signed in as alice"
+    # The provider offers `profile` and `email`: the page asked for them and greets the person by name.
+    assert {"openid", "profile", "email", "get::prediction"} <= set(tab.asked_scopes)
+    assert page.inner_text("#who") == "Signed in as Alice Example"
 
     token = bearer_of_next_prediction(page, [sample_files["Cat"]])
     page.wait_for_selector("article.result")
@@ -219,3 +227,54 @@ def test_without_a_client_id_the_page_says_sign_in_is_not_configured(
     assert page.locator("#sign-in").is_hidden()
     assert page.locator("#files").is_disabled()
     tab.shoot("sign-in-not-configured")
+
+
+def test_a_person_reads_what_is_kept_and_deletes_everything_they_sent(
+    tab: BrowserTab, sign_in_setup: SignInSetup, sample_files: dict[str, Path]
+) -> None:
+    page = sign_in(tab, sign_in_setup.page, sign_in_setup.issuer, user="dave")
+    kept = page.locator("#kept")
+    assert kept.is_visible()  # before anything is sent
+    statement = kept.inner_text()
+    assert "at most 512 pixels" in statement
+    assert "without its metadata" in statement
+    assert "for 180 days" in statement
+    assert "account's id" in statement
+    assert "delete everything you sent" in statement
+    page.set_input_files("#files", [sample_files["Dog"], sample_files["Cat"]])
+    page.wait_for_selector("article.result >> nth=1")
+    for card in page.locator("article.result").all():
+        card.get_by_role("button", name="Right").click()
+        card.locator(".feedback[data-sent]").wait_for()
+    tab.shoot("kept-desktop")
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    kept.scroll_into_view_if_needed()
+    assert kept.is_visible()
+    tab.shoot("kept-phone")
+    page.set_viewport_size({"width": 1100, "height": 900})
+
+    # Dave's images that nobody else labelled go with his labels (carol may have labelled the dog).
+    store = FeedbackStore(sign_in_setup.feedback_database)
+    votes = {entry.sha256: len(entry.labels) for entry in store.labelled_images()}
+    store.close()
+    only_his = sum(
+        votes[hashlib.sha256(sample_files[label].read_bytes()).hexdigest()] == 1 for label in ("Dog", "Cat")
+    )
+
+    page.get_by_role("button", name="Delete everything I sent…").click()
+    page.get_by_role("button", name="Cancel").click()  # changing one's mind deletes nothing
+    assert page.locator("#erase-status").inner_text() == ""
+    with page.expect_response(lambda response: response.request.method == "DELETE") as erased:
+        page.get_by_role("button", name="Delete everything I sent…").click()
+        page.get_by_role("button", name="Delete", exact=True).click()
+    assert erased.value.status == 200
+    page.wait_for_selector("#erase-status:has-text('Deleted')")
+    assert page.inner_text("#erase-status") == f"Deleted: 2 of your labels and {only_his} images."
+    assert page.locator(".feedback[data-sent]").count() == 0
+    tab.shoot("kept-erased")
+
+    store = FeedbackStore(sign_in_setup.feedback_database)
+    with store.engine.connect() as connection:
+        subjects = connection.execute(select(labels.c.subject)).scalars().all()
+    store.close()
+    assert "dave" not in subjects

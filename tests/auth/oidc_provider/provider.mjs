@@ -2,6 +2,8 @@
 // resource server whose access tokens are JWTs (RFC 9068) carrying its audience and scope.
 // With PAGE_URLs, also the web page's public clients (Authorization Code + PKCE, those redirect URIs)
 // and the provider's own login and consent pages (devInteractions: any user name and password sign in).
+// Its users carry a name, a user name and an e-mail (scopes `profile` and `email`), in the ID token as
+// Auth0 puts them there.
 // Usage: node provider.mjs PORT AUDIENCE [PAGE_URL...]   (prints one JSON line with the issuer once listening)
 import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -16,7 +18,19 @@ const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'e2e-rsa', al
 
 const provider = new Provider(issuer, {
   jwks: { keys: [signingKey] },
-  scopes: ['openid', 'get::prediction', 'post::feedback', 'other::thing'],
+  scopes: ['openid', 'profile', 'email', 'get::prediction', 'post::feedback', 'other::thing'],
+  claims: { openid: ['sub'], profile: ['name', 'preferred_username'], email: ['email'] },
+  conformIdTokenClaims: false,
+  // Any login is a user; `alice` is "Alice Example", alice@example.org.
+  findAccount: (ctx, sub) => ({
+    accountId: sub,
+    claims: () => ({
+      sub,
+      name: `${sub.charAt(0).toUpperCase()}${sub.slice(1)} Example`,
+      preferred_username: sub,
+      email: `${sub}@example.org`,
+    }),
+  }),
   clients: [
     ...(pageUrls.length ? pageClients(pageUrls) : []),
     {
@@ -69,7 +83,7 @@ function pageClients(redirects) {
     response_types: ['code'],
     redirect_uris: redirects,
     post_logout_redirect_uris: redirects,
-    scope: 'openid get::prediction post::feedback other::thing',
+    scope: 'openid profile email get::prediction post::feedback other::thing',
   }));
 }
 

@@ -16,10 +16,19 @@ const ui = {
   input: $("files"),
   status: $("status"),
   results: $("results"),
+  kept: $("kept"),
+  keptWhat: $("kept-what"),
+  keptDelete: $("kept-delete"),
+  erase: $("erase"),
+  eraseStart: $("erase-start"),
+  eraseConfirm: $("erase-confirm"),
+  eraseYes: $("erase-yes"),
+  eraseNo: $("erase-no"),
+  eraseStatus: $("erase-status"),
 };
 
 let model = null; // /version's `model`: name, labels, outputs_are_probabilities, sha256, …
-let feedback = { enabled: false }; // /version's `feedback`: enabled, required_scope
+let feedback = { enabled: false }; // /version's `feedback`: enabled, required_scope, retention_days, …
 let session = null;
 let busy = false;
 
@@ -65,6 +74,23 @@ function refreshControls() {
   ui.signIn.hidden = !session.configured || session.signedIn;
   ui.signOut.hidden = !session.signedIn;
   ui.who.textContent = session.signedIn ? `Signed in as ${session.displayName}` : "Not signed in";
+  ui.erase.hidden = !feedback.enabled || !session.signedIn;
+}
+
+// Says, before anything is sent, what pressing Right or Wrong keeps, for how long, and how to delete it.
+function describeKept() {
+  ui.kept.hidden = !feedback.enabled;
+  if (!feedback.enabled) return;
+  const signed = session.required;
+  const days = feedback.retention_days;
+  const howLong = days ? `for ${days} days after your last change` : "until it is deleted";
+  ui.keptWhat.textContent =
+    "A copy of that image, at most 512 pixels a side and without its metadata (no location, no camera " +
+    `details), and the label you chose, ${signed ? "with your account's id at your sign-in provider (not your name or e-mail)" : "anonymously"}, ` +
+    `${howLong}, as training data for the next model.`;
+  ui.keptDelete.textContent = signed
+    ? "You can delete everything you sent at any time, here, once signed in."
+    : "Nothing ties it to you, so only the operator of this service can delete it.";
 }
 
 function percent(value) {
@@ -143,6 +169,7 @@ function feedbackControls(file, prediction, where = null) {
     wrong,
     choices,
     status,
+    el("a", { href: "#kept", class: "kept-link muted", text: "What is kept?" }),
   );
   const buttons = () => box.querySelectorAll("button");
   async function send(label, pressed) {
@@ -340,6 +367,44 @@ function wireInputs() {
     }
   });
   ui.signOut.addEventListener("click", () => session.signOut());
+  const confirming = (shown) => {
+    ui.eraseConfirm.hidden = !shown;
+    ui.eraseStart.hidden = shown;
+    if (shown) ui.eraseNo.focus();
+  };
+  ui.eraseStart.addEventListener("click", () => {
+    ui.eraseStatus.textContent = "";
+    confirming(true);
+  });
+  ui.eraseNo.addEventListener("click", () => {
+    confirming(false);
+    ui.eraseStart.focus();
+  });
+  ui.eraseYes.addEventListener("click", async () => {
+    ui.eraseYes.disabled = true;
+    ui.eraseStatus.className = "erase-status";
+    ui.eraseStatus.textContent = "Deleting…";
+    try {
+      const response = await fetch("feedback", { method: "DELETE", headers: session.authorization() });
+      if (!response.ok) {
+        ui.eraseStatus.className = "erase-status error";
+        ui.eraseStatus.textContent = `Not deleted: ${await explain(response, feedback.required_scope)}`;
+        return;
+      }
+      const erased = await response.json();
+      ui.eraseStatus.textContent = `Deleted: ${erased.labels} of your labels and ${erased.images} images.`;
+      document.querySelectorAll(".feedback[data-sent]").forEach((box) => {
+        delete box.dataset.sent;
+        box.querySelectorAll("[aria-pressed]").forEach((button) => button.setAttribute("aria-pressed", "false"));
+      });
+    } catch {
+      ui.eraseStatus.className = "erase-status error";
+      ui.eraseStatus.textContent = "Not deleted: the service could not be reached.";
+    } finally {
+      ui.eraseYes.disabled = false;
+      confirming(false);
+    }
+  });
 }
 
 function describeModel(info) {
@@ -375,6 +440,7 @@ async function start() {
         "Use the API with a token (see the API docs), or ask the operator to set it.",
     );
   }
+  describeKept();
   const failure = await session.resume();
   if (failure) notify(failure);
   else if (session.required && session.configured && !session.signedIn) notify("Sign in to classify images.", true);

@@ -74,8 +74,13 @@ export class Session {
     }
   }
 
+  // Asks for `profile email` too when the provider's discovery document offers them, so that the page
+  // can greet the person by name; the API never needs those claims.
   async signIn() {
-    await this.manager.signinRedirect();
+    const metadata = await this.manager.metadataService.getMetadata();
+    const offered = metadata.scopes_supported ?? [];
+    const extra = ["profile", "email"].filter((scope) => offered.includes(scope));
+    await this.manager.signinRedirect({ scope: [this.manager.settings.scope, ...extra].join(" ") });
   }
 
   // Ends the session at the provider too when it offers an end-session endpoint; otherwise here only.
@@ -102,9 +107,11 @@ export class Session {
     this.onChange(message);
   }
 
+  // Who the person is to themselves: their name, else their user name, else their e-mail; the provider's
+  // id for them (`sub`) only when it says nothing else.
   get displayName() {
     const profile = this.user?.profile ?? {};
-    return profile.name || profile.email || profile.preferred_username || profile.sub || "";
+    return profile.name || profile.preferred_username || profile.email || profile.sub || "";
   }
 
   authorization() {
