@@ -238,6 +238,25 @@ def model_row() -> list[timeseries.Panel | stat.Panel]:
             ),
         ),
         graph(
+            "Feedback store",
+            "Bytes the feedback store takes (replicas sharing one database report the same size) and "
+            "FEEDBACK_MAX_STORE_BYTES, past which new images are refused (507). "
+            "CatsDogsOtherFeedbackStoreNearlyFull fires at 90% for 30 minutes.",
+            "bytes",
+            query("max(cdo_feedback_store_bytes)", "stored", "A"),
+            query("max(cdo_feedback_store_max_bytes)", "cap", "B"),
+            width=12,
+        ),
+        graph(
+            "Feedback refused and deleted",
+            "Feedback refused by what the store keeps (quota: a person's daily quota, 429; store_full: "
+            "507; anonymous: anonymous feedback is off, 403), and what retention and erasure deleted.",
+            "short",
+            query(f"sum by (reason) (rate(cdo_feedback_refusals_total[{RATE}]))", "refused: {{reason}}", "A"),
+            query(f"sum by (kind) (rate(cdo_feedback_purged_total[{RATE}]))", "deleted: {{kind}}", "B"),
+            width=12,
+        ),
+        graph(
             "Answers by label",
             "Answers per second, by the label chosen (every classified image, PDF images included).",
             "reqps",

@@ -75,6 +75,8 @@ def test_the_dashboard_covers_what_operators_watch() -> None:
         "Drift from the training mix",
         "Unsure answers",
         "Feedback accuracy",
+        "Feedback store",
+        "Feedback refused and deleted",
     ):
         assert needed in titles
     ids = [panel["id"] for panel in panels(json.loads(DASHBOARD.read_text()))]

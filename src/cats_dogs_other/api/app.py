@@ -142,6 +142,8 @@ def create_app(
         log.info("model %s", model.describe())
         if state.feedback is not None:
             background.append(asyncio.create_task(_prepare_feedback(state.feedback)))
+            if settings.feedback_max_store_bytes:
+                state.metrics.feedback_store_max_bytes.set(settings.feedback_max_store_bytes)
             interval = settings.feedback_purge_interval_seconds
             background.append(asyncio.create_task(_purge_feedback(state.feedback, state.metrics, interval)))
         try:

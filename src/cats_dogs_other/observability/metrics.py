@@ -217,6 +217,11 @@ class ServiceMetrics:
             "Bytes the feedback store takes, as this process last measured it (after each write and purge).",
             registry=r,
         )
+        self.feedback_store_max_bytes = Gauge(
+            "cdo_feedback_store_max_bytes",
+            "FEEDBACK_MAX_STORE_BYTES: past it, new images are refused (507); absent without a cap.",
+            registry=r,
+        )
         self.feedback_purged = Counter(
             "cdo_feedback_purged",
             "Feedback deleted by this process, by kind: expired_labels (past FEEDBACK_RETENTION_DAYS), "
