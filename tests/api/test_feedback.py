@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -15,7 +16,7 @@ import pytest
 from PIL import Image
 
 from cats_dogs_other.api import create_app
-from cats_dogs_other.feedback import FeedbackStore
+from cats_dogs_other.feedback import FeedbackStore, export_dataset
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.inference.documents import read_document
 from cats_dogs_other.inference.limits import DocumentLimits
@@ -217,3 +218,24 @@ def test_concurrent_feedback_from_many_clients_loses_nothing(serve: Serve, feedb
     store = FeedbackStore(feedback_database)
     assert store.counts() == (24, 24)
     store.close()
+
+
+def test_a_hundred_anonymous_posts_on_one_image_are_one_vote_in_the_export(
+    serve: Serve, feedback_database: str, tmp_path: Path
+) -> None:
+    """The issue's stuffing: one client posts Dog 100 times on an image (auth off); the export has one
+    voter for it, the latest answer."""
+    cat = encode(Image.new("RGB", (80, 60), (200, 150, 90)), "PNG")
+    with serve(feedback_database_url=feedback_database) as base_url, ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: send(base_url, cat, "Dog").status_code, range(100)))
+        assert send(base_url, cat, "Cat").status_code == 201
+    assert statuses == [201] * 100
+    store = FeedbackStore(feedback_database)
+    report = export_dataset(store, tmp_path / "export")
+    store.close()
+    exported = json.loads((tmp_path / "export" / "annotations.json").read_text())
+    assert [(entry["annotation"]["label"], entry["voters"]) for entry in exported["annotations"]] == [
+        ("cat", 1)
+    ]
+    assert report.per_label == {"cat": 1}
+

@@ -113,3 +113,26 @@ def test_the_service_purges_expired_feedback_in_the_background(tmp_path: Path) -
     assert 'cdo_feedback_purged_total{kind="expired_labels"} 1.0' in metrics
     assert 'cdo_feedback_purged_total{kind="images"} 1.0' in metrics
     assert "feedback purged: 1 labels, 1 images" in server.logs()
+
+
+@pytest.mark.parametrize(("trusted", "refused"), [((), True), (("--trusted-proxies", "127.0.0.1"), False)])
+def test_without_auth_the_quota_counts_the_address_and_trusts_only_trusted_proxies(
+    tmp_path: Path, trusted: tuple[str, ...], refused: bool
+) -> None:
+    """Three clients behind one proxy on loopback: one sender, unless the proxy is trusted to name them
+    in X-Forwarded-For."""
+    server, _ = serve(tmp_path, "--feedback-allow-anonymous", "--feedback-daily-quota", "2", *trusted)
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            statuses = [
+                client.post(
+                    "/feedback",
+                    files={"file": ("p.png", photo(n))},
+                    data={"label": "Cat"},
+                    headers={"X-Forwarded-For": f"203.0.113.{n}"},
+                ).status_code
+                for n in range(3)
+            ]
+    finally:
+        server.stop()
+    assert statuses == ([201, 201, 429] if refused else [201, 201, 201])
