@@ -23,7 +23,8 @@ $(RUNTIME_STAMP): pyproject.toml
 
 OIDC_PROVIDER := tests/auth/oidc_provider
 BRUNO := bruno
-# Where the web page's browser libraries come from (vendor/package.json); `make vendor` copies them.
+# Where the web page's browser libraries and the API docs' Swagger UI and ReDoc come from
+# (vendor/package.json, install scripts off: vendor/.npmrc); `make vendor` copies them.
 PAGE_VENDOR := vendor
 PAGE_STATIC := src/cats_dogs_other/web/static/vendor
 
@@ -104,6 +105,14 @@ vendor:
 	cp $(PAGE_VENDOR)/node_modules/oidc-client-ts/dist/browser/oidc-client-ts.min.js $(PAGE_STATIC)/
 	cp $(PAGE_VENDOR)/node_modules/oidc-client-ts/LICENSE $(PAGE_STATIC)/oidc-client-ts.LICENSE
 	cp $(PAGE_VENDOR)/node_modules/jwt-decode/LICENSE $(PAGE_STATIC)/jwt-decode.LICENSE
+	cp $(PAGE_VENDOR)/node_modules/swagger-ui-dist/swagger-ui-bundle.js $(PAGE_STATIC)/
+	cp $(PAGE_VENDOR)/node_modules/swagger-ui-dist/swagger-ui-bundle.js.LICENSE.txt $(PAGE_STATIC)/
+	cp $(PAGE_VENDOR)/node_modules/swagger-ui-dist/swagger-ui.css $(PAGE_STATIC)/
+	cp $(PAGE_VENDOR)/node_modules/swagger-ui-dist/LICENSE $(PAGE_STATIC)/swagger-ui.LICENSE
+	cp $(PAGE_VENDOR)/node_modules/swagger-ui-dist/NOTICE $(PAGE_STATIC)/swagger-ui.NOTICE
+	cp $(PAGE_VENDOR)/node_modules/redoc/bundles/redoc.standalone.js $(PAGE_STATIC)/
+	cp $(PAGE_VENDOR)/node_modules/redoc/bundles/redoc.standalone.js.LICENSE.txt $(PAGE_STATIC)/
+	cp $(PAGE_VENDOR)/node_modules/redoc/LICENSE $(PAGE_STATIC)/redoc.LICENSE
 
 # Re-write the Grafana dashboard's JSON from its code (deploy/grafana/dashboard.py); a test checks they agree.
 dashboard: install

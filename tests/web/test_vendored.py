@@ -1,4 +1,5 @@
-"""The page's vendored library is, byte for byte, the npm package pinned in vendor/package-lock.json."""
+"""The vendored browser libraries (the page's sign-in library, Swagger UI and ReDoc for the API docs) are,
+byte for byte, the npm packages pinned in vendor/package-lock.json."""
 
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ COPIES = {  # vendored file -> its source in node_modules (what `make vendor` co
     "oidc-client-ts.min.js": "oidc-client-ts/dist/browser/oidc-client-ts.min.js",
     "oidc-client-ts.LICENSE": "oidc-client-ts/LICENSE",
     "jwt-decode.LICENSE": "jwt-decode/LICENSE",
+    "swagger-ui-bundle.js": "swagger-ui-dist/swagger-ui-bundle.js",
+    "swagger-ui-bundle.js.LICENSE.txt": "swagger-ui-dist/swagger-ui-bundle.js.LICENSE.txt",
+    "swagger-ui.css": "swagger-ui-dist/swagger-ui.css",
+    "swagger-ui.LICENSE": "swagger-ui-dist/LICENSE",
+    "swagger-ui.NOTICE": "swagger-ui-dist/NOTICE",
+    "redoc.standalone.js": "redoc/bundles/redoc.standalone.js",
+    "redoc.standalone.js.LICENSE.txt": "redoc/bundles/redoc.standalone.js.LICENSE.txt",
+    "redoc.LICENSE": "redoc/LICENSE",
 }
 
 
@@ -36,12 +45,14 @@ def node_modules() -> Path:
 def test_vendored_files_are_the_pinned_packages_files(node_modules: Path) -> None:
     for copy, source in COPIES.items():
         assert (STATIC_DIR / "vendor" / copy).read_bytes() == (node_modules / source).read_bytes(), copy
+    shipped = {path.name for path in (STATIC_DIR / "vendor").iterdir()} - {"README.md"}
+    assert shipped == set(COPIES), "every vendored file comes from a pinned package"
 
 
 def test_the_recorded_versions_are_the_locked_ones() -> None:
     lock = json.loads((VENDOR / "package-lock.json").read_text())["packages"]
     readme = (STATIC_DIR / "vendor" / "README.md").read_text()
-    for package in ("oidc-client-ts", "jwt-decode"):
+    for package in ("oidc-client-ts", "jwt-decode", "swagger-ui-dist", "redoc"):
         version = lock[f"node_modules/{package}"]["version"]
         assert re.search(rf"\[{package}\]\([^)]*\)[^|]*\| {re.escape(version)} \|", readme), package
     marker = (STATIC_DIR / "vendor" / "oidc-client-ts.min.js").read_text()

@@ -41,7 +41,7 @@ from cats_dogs_other.models.source import ModelSource, resolve_model
 from cats_dogs_other.observability.metrics import ServiceMetrics
 from cats_dogs_other.observability.tracing import tracing_from_environment
 from cats_dogs_other.settings import AuthSettings, FeedbackSettings, Settings
-from cats_dogs_other.web import install_page
+from cats_dogs_other.web import install_docs, install_page
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,8 @@ def create_app(
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc from the package's own files (web/docs.py), not a CDN
+        redoc_url=None,
     )
     app.state.service = state
     app.openapi = lambda: openapi_document(app, settings)  # type: ignore[method-assign]
@@ -178,6 +180,7 @@ def create_app(
     app.include_router(feedback_router)
     v2.install(app)
     install_page(app, settings)
+    install_docs(app)
     install_problem_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
