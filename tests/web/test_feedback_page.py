@@ -138,6 +138,7 @@ def test_anonymous_feedback_is_said_to_be_anonymous_and_the_operators_to_delete(
     statement = kept.inner_text()
     assert "without its metadata" in statement
     assert "anonymously" in statement
+    assert "a hash of your network address is kept" in statement  # the quota's sender, said plainly
     assert "for 180 days" in statement
     assert "only the operator of this service can delete it" in statement
     assert page.locator("#erase").is_hidden()  # nobody to erase for

@@ -56,7 +56,7 @@ class Refused:
     status: HTTPStatus
     detail: str
     headers: dict[str, str]
-    retry_after_seconds: float  # how long its connection is left unread at most (`api.server` pacing)
+    retry_after_seconds: float  # how long its connection is left unread at most (`server.protocol` pacing)
     failure: str | None = None  # a token's: why it failed (`cdo_auth_failures_total`'s reason)
 
 

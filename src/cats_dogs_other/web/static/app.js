@@ -87,10 +87,11 @@ function describeKept() {
   ui.keptWhat.textContent =
     "A copy of that image, at most 512 pixels a side and without its metadata (no location, no camera " +
     `details), and the label you chose, ${signed ? "with your account's id at your sign-in provider (not your name or e-mail)" : "anonymously"}, ` +
-    `${howLong}, as training data for the next model.`;
+    `${howLong}, as training data for the next model.` +
+    (signed ? "" : " To count the daily quota, a hash of your network address is kept with it.");
   ui.keptDelete.textContent = signed
     ? "You can delete everything you sent at any time, here, once signed in."
-    : "Nothing ties it to you, so only the operator of this service can delete it.";
+    : "Nothing in it names you, so only the operator of this service can delete it.";
 }
 
 function percent(value) {
