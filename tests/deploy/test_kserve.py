@@ -173,8 +173,8 @@ def test_the_knative_variant_scales_on_requests_in_flight() -> None:
 
 @pytest.mark.parametrize("name", INFERENCE_SERVICES)
 def test_the_predictor_serves_like_the_plain_deployment(name: str) -> None:
-    """Same image contract as deploy/k8s: port, probes on real routes, resources, settings, the optional
-    feedback Secret, hardening, and the annotations Prometheus scrapes by."""
+    """Same image contract as deploy/k8s: the port, probes on real routes, and the annotations Prometheus
+    scrapes by (the container's fields one by one: the next test)."""
     manifest = load(name)
     container = predictor_container(name)
     (plain,) = yaml.safe_load((K8S / "deployment.yaml").read_text())["spec"]["template"]["spec"]["containers"]
@@ -185,16 +185,54 @@ def test_the_predictor_serves_like_the_plain_deployment(name: str) -> None:
         assert container[probe]["httpGet"]["path"] in routes
         assert container[probe]["httpGet"].get("port", 8080) == 8080
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
-    assert container["resources"] == plain["resources"]
-    assert container["env"] == plain["env"]
-    assert container["envFrom"] == plain["envFrom"]
-    assert container["securityContext"] == plain["securityContext"]
     assert manifest["spec"]["predictor"]["securityContext"]["runAsNonRoot"] is True
     annotations = manifest["metadata"]["annotations"]
     assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
     assert annotations["prometheus.kserve.io/port"] == "8080"
     assert annotations["prometheus.kserve.io/path"] == "/metrics"
     assert manifest["spec"]["predictor"]["labels"]["app.kubernetes.io/name"] == "cats-dogs-other"
+
+
+def named_ports_resolved(container: dict[str, Any]) -> dict[str, Any]:
+    """The container with each probe's named port replaced by its number (KServe probes by number)."""
+    numbers = {port["name"]: port["containerPort"] for port in container["ports"]}
+    resolved = yaml.safe_load(yaml.safe_dump(container))
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        port = resolved[probe]["httpGet"]["port"]
+        resolved[probe]["httpGet"]["port"] = numbers.get(port, port)
+    return resolved
+
+
+@pytest.mark.parametrize("name", INFERENCE_SERVICES)
+def test_the_predictor_container_is_the_deployments_where_they_must_agree(name: str) -> None:
+    """Field by field, so that a change to one manifest that the other misses fails here: how the
+    image is started (command, args), its settings, probes, resources, hardening, what is mounted."""
+    container = named_ports_resolved(predictor_container(name))
+    template = yaml.safe_load((K8S / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    (plain,) = template["containers"]
+    plain = named_ports_resolved(plain)
+    must_agree = (
+        "command",
+        "args",
+        "workingDir",
+        "env",
+        "envFrom",
+        "startupProbe",
+        "livenessProbe",
+        "readinessProbe",
+        "resources",
+        "securityContext",
+        "volumeMounts",
+        "imagePullPolicy",
+    )
+    for field in must_agree:
+        assert container.get(field) == plain.get(field), field
+    assert [p["containerPort"] for p in container["ports"]] == [p["containerPort"] for p in plain["ports"]]
+    predictor = load(name)["spec"]["predictor"]
+    for field in ("securityContext", "volumes", "automountServiceAccountToken"):
+        assert predictor.get(field) == template.get(field), field
+    if "knative" not in name:  # Knative sets the grace period itself (and refuses the field)
+        assert predictor["terminationGracePeriodSeconds"] == template["terminationGracePeriodSeconds"]
 
 
 def test_the_settings_are_the_plain_deployments() -> None:
