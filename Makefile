@@ -8,7 +8,7 @@ EXTRAS ?=
 comma := ,
 RUNTIME_STAMP := $(VENV)/.runtime-installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
-.PHONY: install runtime test serve lint train benchmark lock vendor browser postgres prometheus dashboard clean
+.PHONY: install runtime test serve lint train benchmark lock vendor browser postgres prometheus containers dashboard clean
 
 install: $(STAMP)
 
@@ -56,7 +56,16 @@ postgres:
 prometheus:
 	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
 
-test: install browser postgres prometheus
+# The image tests build the Dockerfile and play deploy/k8s with Debian's podman (runc as its runtime,
+# catatonit for kube play's pods; buildah, fuse-overlayfs, slirp4netns and uidmap are what podman
+# recommends), and mmdebstrap builds a stand-in python:3.11-slim where Docker Hub cannot be reached.
+CONTAINER_TOOLS := podman runc catatonit mmdebstrap buildah fuse-overlayfs slirp4netns uidmap
+containers:
+	command -v podman >/dev/null && command -v runc >/dev/null && command -v catatonit >/dev/null && \
+		command -v mmdebstrap >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends $(CONTAINER_TOOLS))
+
+test: install browser postgres prometheus containers
 	$(BIN)/ruff check src tests benchmarks deploy boot.py
 	$(BIN)/mypy src
 	$(BIN)/lint-imports

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from PIL import Image
@@ -274,3 +274,15 @@ def object_stream_pdf(extra_objects: int = 0) -> bytes:
     )
     parts.append(b"startxref\n%d\n%%%%EOF\n" % at[xref_number])
     return b"".join(parts)
+
+
+# Issue 19's hostile documents, by what each costs a reader; each a list of the files one request sends.
+ISSUE_DOCUMENTS: dict[str, Callable[[], list[bytes]]] = {
+    "64 images of zeros, 5000x5000 each": lambda: [zero_images(64, 5000)],
+    "16 PDFs of 200 pages sharing 4,000 forms": lambda: [form_forest(200, 4000)] * 16,
+    "200 pages sharing 30,000 forms": lambda: [form_forest(200, 30000)],
+    "400,000 objects in object and cross-reference streams": lambda: [object_stream_pdf(400_000)],
+    "200,000 objects in a cross-reference table": lambda: [many_objects_pdf(200_000)],
+    # The largest that still reads: pypdf parses every object of a stream it opens (+71 MiB measured).
+    "60,000 objects in an object stream": lambda: [object_stream_pdf(60_000)],
+}

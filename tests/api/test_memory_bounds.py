@@ -35,16 +35,14 @@ from tests.hostile import (
 )
 from tests.images import encode, heic, png_image
 from tests.pdfs import (
+    ISSUE_DOCUMENTS,
     flate_bomb,
     flate_content_bomb,
     flate_image,
-    form_forest,
     hand_pdf,
     hostile_document,
     jpeg_image,
     many_objects_pdf,
-    object_stream_pdf,
-    zero_images,
 )
 from tests.servers import ProcessMemory
 
@@ -527,15 +525,6 @@ def test_bodies_past_the_process_budget_get_503(tight_server: ServeProcess) -> N
 # Issue 26's budget for one request, whatever documents it carries (README, "Limits").
 REQUEST_PEAK_MIB = 250
 REQUEST_CPU_SECONDS = 12
-ISSUE_DOCUMENTS = {
-    "64 images of zeros, 5000x5000 each": lambda: [zero_images(64, 5000)],
-    "16 PDFs of 200 pages sharing 4,000 forms": lambda: [form_forest(200, 4000)] * 16,
-    "200 pages sharing 30,000 forms": lambda: [form_forest(200, 30000)],
-    "400,000 objects in object and cross-reference streams": lambda: [object_stream_pdf(400_000)],
-    "200,000 objects in a cross-reference table": lambda: [many_objects_pdf(200_000)],
-    # The largest that still reads: pypdf parses every object of a stream it opens (+71 MiB measured).
-    "60,000 objects in an object stream": lambda: [object_stream_pdf(60_000)],
-}
 
 
 def documents_within_the_request_budget(

@@ -15,8 +15,26 @@ from PIL import Image
 
 from cats_dogs_other.inference.classifier import ImageClassifier
 from tests.api.conftest import ServeProcess, serve_command
+from tests.containers import SERVICE_IMAGE, Podman, base_image, build_image, podman_or_skip
 from tests.pdfs import flate_image, hand_pdf
 from tests.prometheus import PrometheusServer
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """The service's image, built once a session from the project's Dockerfile with podman."""
+
+    podman: Podman
+    name: str
+    base: str  # the official python:3.11-slim, or the stand-in where it cannot be pulled
+    build_seconds: float
+
+
+@pytest.fixture(scope="session")
+def service_image() -> BuiltImage:
+    podman = podman_or_skip()
+    base = base_image(podman)
+    return BuiltImage(podman, SERVICE_IMAGE, base, build_image(podman, base, SERVICE_IMAGE))
 
 
 @dataclass
