@@ -32,8 +32,9 @@ def postgres_bin_dir() -> Path | None:
 
 
 class PostgresServer:
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, listen: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.bin_dir = bin_dir
+        self.listen = listen
         self.folder = Path(tempfile.mkdtemp(prefix="cdo-postgres-"))
         self.data = self.folder / "data"
         self.port = free_port()
@@ -81,7 +82,7 @@ class PostgresServer:
                 "-k",
                 str(self.folder),
                 "-c",
-                "listen_addresses=127.0.0.1",
+                f"listen_addresses={','.join(self.listen)}",
                 "-c",
                 "fsync=off",
                 "-c",
@@ -109,11 +110,20 @@ class PostgresServer:
             self.process.wait(timeout=30)
         self.process = None
 
-    def create_database(self) -> str:
+    def allow_password_logins(self, network: str) -> None:
+        """Clients from `network` (e.g. a container network) log in with a password; before `start`."""
+        with (self.data / "pg_hba.conf").open("a") as rules:
+            rules.write(f"host all all {network} scram-sha-256\n")
+
+    def create_role(self, name: str, password: str) -> None:
+        with psycopg.connect(self.url(), autocommit=True) as connection:
+            connection.execute(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'")  # type: ignore[arg-type]
+
+    def create_database(self, owner: str = SUPERUSER) -> str:
         """A new empty database; its URL."""
         name = f"test_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.url(), autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+            connection.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')  # type: ignore[arg-type]
         return self.url(name)
 
     def logs(self) -> str:
