@@ -40,6 +40,10 @@ HARDENED = (
 )
 
 
+class ContainerToolMissingError(RuntimeError):
+    """A tool the image tests need is not installed (`make test` installs them)."""
+
+
 class Podman:
     """`podman` with the project's containers.conf; each call's output captured and checked."""
 
@@ -95,7 +99,7 @@ def base_image(podman: Podman) -> str:
     tarball = CACHE / "python-3.11-slim-local.tar"
     if not tarball.exists():
         if shutil.which("mmdebstrap") is None:
-            pytest.skip(reason=f"{official} cannot be pulled and mmdebstrap is not installed for a stand-in")
+            raise ContainerToolMissingError(f"{official} cannot be pulled and mmdebstrap is not installed")
         CACHE.mkdir(parents=True, exist_ok=True)
         partial = tarball.with_suffix(".partial.tar")
         excluded = ("doc", "man", "locale", "info")
@@ -118,7 +122,9 @@ def base_image(podman: Podman) -> str:
     return STAND_IN_BASE
 
 
-def build_image(podman: Podman, base: str, tag: str = SERVICE_IMAGE, context: Path = REPO_ROOT) -> float:
+def build_image(
+    podman: Podman, base: str, tag: str = SERVICE_IMAGE, context: Path = REPO_ROOT, no_cache: bool = False
+) -> float:
     """`podman build` of the project's Dockerfile (in `context`, by default the repository); the seconds
     it took."""
     mounts = [f"--volume={HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"] if HOST_CA_BUNDLE.exists() else []
@@ -128,6 +134,7 @@ def build_image(podman: Podman, base: str, tag: str = SERVICE_IMAGE, context: Pa
         "--quiet",
         f"--build-arg=PYTHON_IMAGE={base}",
         *mounts,
+        *(["--no-cache"] if no_cache else []),
         "--tag",
         tag,
         str(context),

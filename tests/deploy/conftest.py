@@ -15,7 +15,14 @@ from PIL import Image
 
 from cats_dogs_other.inference.classifier import ImageClassifier
 from tests.api.conftest import ServeProcess, serve_command
-from tests.containers import SERVICE_IMAGE, Podman, base_image, build_image, podman_or_skip
+from tests.containers import (
+    SERVICE_IMAGE,
+    ContainerToolMissingError,
+    Podman,
+    base_image,
+    build_image,
+    podman_or_skip,
+)
 from tests.pdfs import flate_image, hand_pdf
 from tests.prometheus import PrometheusServer
 
@@ -33,7 +40,10 @@ class BuiltImage:
 @pytest.fixture(scope="session")
 def service_image() -> BuiltImage:
     podman = podman_or_skip()
-    base = base_image(podman)
+    try:
+        base = base_image(podman)
+    except ContainerToolMissingError as missing:
+        pytest.skip(reason=f"{missing}: `make test` installs it (Debian mmdebstrap)")
     return BuiltImage(podman, SERVICE_IMAGE, base, build_image(podman, base, SERVICE_IMAGE))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def test_a_change_under_src_rebuilds_only_the_package(service_image: BuiltImage,
         REPO_ROOT / "src", context / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
     with (context / "src" / "cats_dogs_other" / "__init__.py").open("a") as source:
-        source.write("\n# changed by the test\n")
+        source.write(f"\n# changed by the test: {uuid.uuid4()}\n")  # a change no earlier run cached
     changed = "localhost/cats-dogs-other:test-changed"
     try:
         build_image(service_image.podman, service_image.base, changed, context)
