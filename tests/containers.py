@@ -14,10 +14,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.servers import free_port
+from tests.servers import free_port, wait_until_ok
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTAINERS_CONF = REPO_ROOT / "tests" / "deploy" / "containers.conf"
@@ -58,6 +57,18 @@ class Podman:
         if check and done.returncode != 0:
             command = " ".join(args[:2])
             raise RuntimeError(f"podman {command} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        return done.stdout
+
+    def logs(self, container: str) -> str:
+        """What a container printed, both streams (the service's JSON log lines go to stderr)."""
+        done = subprocess.run(
+            [self.binary, "logs", container],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+            timeout=60,
+        )
         return done.stdout
 
     def ok(self, *args: str, timeout: float = 120) -> bool:
@@ -171,16 +182,8 @@ class Container:
             self.image,
             *self.args,
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(f"{self.base_url}/ready", timeout=5).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if not self.running() or time.monotonic() > deadline:
-                raise RuntimeError(f"the container never became ready:\n{self.logs()}")
-            time.sleep(0.1)
+        wait_until_ok(f"{self.base_url}/ready", timeout, self.running, self.logs)
+        return self
 
     def inspect(self) -> dict[str, object]:
         found: list[dict[str, object]] = json.loads(self.podman("container", "inspect", self.name))
@@ -202,16 +205,7 @@ class Container:
         return self.podman("exec", self.name, *command)
 
     def logs(self) -> str:
-        """What the service printed (its JSON log lines go to stderr)."""
-        done = subprocess.run(
-            [self.podman.binary, "logs", self.name],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=self.podman.env,
-            timeout=60,
-        )
-        return done.stdout
+        return self.podman.logs(self.name)
 
     def signal(self, name: str) -> None:
         self.podman("kill", f"--signal={name}", self.name)

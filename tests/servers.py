@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,6 +48,26 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_until_ok(
+    url: str,
+    timeout: float,
+    still_running: Callable[[], bool] = lambda: True,
+    diagnostics: Callable[[], str] = lambda: "",
+) -> None:
+    """Poll `url` until it answers 200; fail with `diagnostics()` (e.g. the server's log) if the server
+    stops or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if not still_running() or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} never answered 200:\n{diagnostics()}")
+        time.sleep(0.1)
 
 
 def socket_port(base_url: str) -> int:

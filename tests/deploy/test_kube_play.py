@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import yaml
 from tests.containers import REPO_ROOT, Podman
 from tests.deploy.conftest import BuiltImage
 from tests.postgres import PostgresServer, postgres_bin_dir
-from tests.servers import free_port
+from tests.servers import free_port, wait_until_ok
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -145,16 +144,7 @@ def played(
         played = PlayedDeployment(
             podman, f"http://127.0.0.1:{port}", f"{name}-pod-0-{container['name']}", manifest
         )
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{played.base_url}/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(podman("logs", played.container, check=False))
-            time.sleep(0.2)
+        wait_until_ok(f"{played.base_url}/ready", 90, diagnostics=lambda: podman.logs(played.container))
         yield played
     finally:
         podman("kube", "down", str(manifest), check=False)
