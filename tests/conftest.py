@@ -17,6 +17,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_ROOT = Path(
     os.environ.get("CATS_DOGS_OTHER_DATASET", REPO_ROOT.parent / "shared" / "datasets" / "cats-dogs-other")
 )
+# The suite runs as in the Deployment's pod (768 MiB), whatever memory limit the machine running it has:
+# the budgets it checks derive from it (tests/deploy/test_image.py checks a real cgroup's limit instead).
+os.environ.setdefault("MEMORY_LIMIT_BYTES", str(768 << 20))
 IMAGES_DIR = DATASET_ROOT / "images"
 PDFS_DIR = DATASET_ROOT / "pdfs"
 ANNOTATIONS_FILE = DATASET_ROOT / "annotations.json"

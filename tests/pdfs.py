@@ -190,7 +190,7 @@ def form_forest(pages: int, forms: int, depth: int = 1) -> bytes:
 
 
 def hostile_document(seed: int, max_bytes: int = 9 << 20) -> bytes:
-    """A random mix, within the README's limits (a 10 MB body, 200 pages, 64 images, 47 megapixels), of
+    """A random mix, within the README's limits (a 10 MB body, 200 pages, 64 images, 64 megapixels), of
     what costs a reader most: image counts and sizes, filters (Flate of zeros or noise, JPEG, none, soft
     masks), Form nesting and counts, page counts and cross-reference sizes. The same seed, the same bytes."""
     import random

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from cats_dogs_other.inference.decode import decode_cost
 from cats_dogs_other.inference.limits import DEFAULT_DECODE_MEMORY_BYTES, DEFAULT_MAX_PIXELS
+from cats_dogs_other.memory import cgroup_memory_limit
 from cats_dogs_other.settings import SETTINGS_GROUPS, LimitSettings, Settings
 from tests.conftest import REPO_ROOT
 
@@ -38,15 +39,32 @@ def test_a_group_reads_its_own_variables_alone(monkeypatch: pytest.MonkeyPatch) 
         Settings()
 
 
+def test_the_decode_budget_derives_from_the_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is left of a worker's share after the process (256 MiB), three bodies and 64 MiB of slack."""
+    assert (
+        Settings(memory_limit_bytes=768 << 20).decode_memory_bytes == DEFAULT_DECODE_MEMORY_BYTES == 256 << 20
+    )
+    assert Settings(memory_limit_bytes=1 << 30).decode_memory_bytes == 512 << 20
+    assert Settings(memory_limit_bytes=1 << 30, body_memory_bytes=32 << 20).decode_memory_bytes == 608 << 20
+    assert Settings(memory_limit_bytes=1536 << 20, workers=2).decode_memory_bytes == 256 << 20
+    assert Settings(memory_limit_bytes=512 << 20).decode_memory_bytes == 64 << 20  # too small: the floor
+    assert (
+        Settings(memory_limit_bytes=1 << 30, decode_memory_bytes=100 << 20).decode_memory_bytes == 100 << 20
+    )
+    # Without a setting: the container's limit, or the Deployment's 768 MiB where there is none.
+    monkeypatch.delenv("MEMORY_LIMIT_BYTES")
+    assert Settings().memory_limit_bytes == (cgroup_memory_limit() or 768 << 20)
+
+
 def test_max_pixels_derives_from_the_decode_budget() -> None:
-    assert Settings().max_pixels == DEFAULT_MAX_PIXELS == 47_000_000
+    assert Settings(memory_limit_bytes=768 << 20).max_pixels == DEFAULT_MAX_PIXELS == 64_000_000
     assert Settings(decode_memory_bytes=64 << 20).max_pixels == 14_000_000
     assert Settings(decode_memory_bytes=64 << 20, max_pixels=5).max_pixels == 5
 
 
 def test_the_largest_image_allowed_fits_the_decode_budget_alone() -> None:
     side = int(DEFAULT_MAX_PIXELS**0.5)
-    # What decode_cost reads of an opened image, without allocating 47 million pixels.
+    # What decode_cost reads of an opened image, without allocating 64 million pixels.
     worst = SimpleNamespace(size=(side, side), format="PNG", info={}, getbands=lambda: ("R", "G", "B", "A"))
     assert decode_cost(worst, worst.size) <= DEFAULT_DECODE_MEMORY_BYTES  # type: ignore[arg-type]
 

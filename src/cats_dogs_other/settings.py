@@ -17,7 +17,14 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cats_dogs_other.inference.limits import DEFAULT_DECODE_MEMORY_BYTES, DocumentLimits, max_pixels_for
+from cats_dogs_other.inference.limits import (
+    DEFAULT_BODY_MEMORY_BYTES,
+    REFERENCE_MEMORY_LIMIT_BYTES,
+    DocumentLimits,
+    decode_memory_for,
+    max_pixels_for,
+)
+from cats_dogs_other.memory import cgroup_memory_limit
 from cats_dogs_other.models.source import MlflowRegistry
 from cats_dogs_other.urls import require_https_unless_loopback
 
@@ -104,23 +111,34 @@ class LimitSettings(SettingsGroup):
     """What one request may cost: bytes, pixels, pages, seconds; and what a connection may hold."""
 
     max_upload_bytes: int = Field(10 * MiB, gt=0, description="Largest request body accepted, in bytes.")
+    memory_limit_bytes: int = Field(
+        default_factory=lambda: cgroup_memory_limit() or REFERENCE_MEMORY_LIMIT_BYTES,
+        ge=128 * MiB,
+        description="Memory the service may use, shared by its workers; the budgets below are sized from "
+        "it. Default: the container's limit (a pod's limits.memory), or 768 MiB without one.",
+    )
+    body_memory_bytes: int = Field(
+        DEFAULT_BODY_MEMORY_BYTES,
+        ge=1 * MiB,
+        description="Bytes of request bodies being received or held at once; past it, 503 with Retry-After.",
+    )
+    # Declared after memory_limit_bytes and body_memory_bytes: its default is derived from them.
     decode_memory_bytes: int = Field(
-        DEFAULT_DECODE_MEMORY_BYTES,
+        default_factory=lambda fields: decode_memory_for(
+            fields["memory_limit_bytes"], fields["body_memory_bytes"], fields.get("workers", 1)
+        ),
         ge=32 * MiB,
         description="Bytes of decoded pixels in flight across all decode threads; an image that alone "
-        "needs more is refused (413), others wait their turn.",
+        "needs more is refused (413), others wait their turn. Default: what is left of a worker's share "
+        "of MEMORY_LIMIT_BYTES after the process (256 MiB), 3 x BODY_MEMORY_BYTES and 64 MiB of slack "
+        "(256 MiB in 768).",
     )
     # Declared after decode_memory_bytes: its default is derived from it.
     max_pixels: int = Field(
         default_factory=lambda fields: max_pixels_for(fields["decode_memory_bytes"]),
         gt=0,
         description="Largest image accepted, in pixels (width x height); default: the most that fits "
-        "DECODE_MEMORY_BYTES at 4 bytes per pixel (47,000,000).",
-    )
-    body_memory_bytes: int = Field(
-        64 * MiB,
-        ge=1 * MiB,
-        description="Bytes of request bodies being received or held at once; past it, 503 with Retry-After.",
+        "DECODE_MEMORY_BYTES at 4 bytes per pixel (64,000,000 in 256 MiB).",
     )
     max_files_per_request: int = Field(
         16, gt=0, description="Most files one POST /predict, or images one v2 infer, may carry."
@@ -149,6 +167,14 @@ class LimitSettings(SettingsGroup):
     body_deadline_seconds: float = Field(
         120.0, gt=0, description="Longest a whole request body may take to arrive; past it, 408."
     )
+
+    def memory_limit_source(self) -> str:
+        """Where MEMORY_LIMIT_BYTES came from, for the start-up log."""
+        if "memory_limit_bytes" in self.model_fields_set:
+            return "MEMORY_LIMIT_BYTES"
+        if cgroup_memory_limit() is not None:
+            return "the container's memory limit"
+        return "no container limit: the Deployment's 768 MiB"
 
     def document_limits(self) -> DocumentLimits:
         return DocumentLimits(

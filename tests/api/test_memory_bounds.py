@@ -33,7 +33,7 @@ from tests.hostile import (
     v2_deep_nesting,
     v2_empty_elements,
 )
-from tests.images import encode, heic, png_image
+from tests.images import encode, heic, phone_photo, png_image
 from tests.pdfs import (
     ISSUE_DOCUMENTS,
     flate_bomb,
@@ -44,7 +44,7 @@ from tests.pdfs import (
     jpeg_image,
     many_objects_pdf,
 )
-from tests.servers import ProcessMemory
+from tests.servers import ProcessMemory, gauge
 
 pytestmark = pytest.mark.slow
 
@@ -295,6 +295,31 @@ def test_sixteen_large_avif_and_heic_in_one_predict_stay_within_the_stated_budge
     avif, photo = encode(flat, "AVIF", speed=10), heic(flat)
     files = [("files", (f"big-{i}", avif if i % 2 else photo)) for i in range(16)]
     predict_within_the_stated_budget(server, memory, files)
+
+
+def test_a_phones_24_mp_heic_and_a_48_mp_jpeg_are_answered_within_the_pods_budget(
+    server: ServeProcess, memory: ProcessMemory, sample_files: dict[str, Path]
+) -> None:
+    """Issue 31: with the pod's 768 MiB (MEMORY_LIMIT_BYTES, tests/conftest.py) the decode budget is
+    256 MiB: a 24-megapixel HEIC (a phone's default photo: ~245 MB to decode, refused with the former
+    fixed 192 MiB) and a 48-megapixel JPEG (over the former 47-megapixel limit) are each answered, the
+    process's peak growing by no more than the budget and the body."""
+    assert gauge(server.base_url, "cdo_memory_limit_bytes") == 768 * MiB
+    assert gauge(server.base_url, "cdo_decode_memory_budget_bytes") == 256 * MiB
+    cat = Image.open(sample_files["Cat"])
+    photos = {
+        "phone.heic": heic(phone_photo(cat, (5712, 4284), noise_level=2), quality=60),
+        "camera.jpg": encode(phone_photo(cat, (8064, 6048), noise_level=3), "JPEG", quality=85),
+    }
+    for name, data in photos.items():
+        assert len(data) < 10 * MiB  # within MAX_UPLOAD_BYTES
+        before = memory.reset_peak()
+        response = httpx.post(f"{server.base_url}/upload", files={"file": (name, data)}, timeout=120)
+        assert response.status_code == 200, f"{name}: {response.text}"
+        assert response.json()["prediction"] == "Cat"
+        growth = memory.peak_mib() - before
+        budget = (DEFAULT_DECODE_MEMORY_BYTES + 3 * len(data)) / MiB
+        assert growth < budget, f"{name}: peak RSS grew by {growth:.0f} MiB, over the {budget:.0f} MiB budget"
 
 
 def test_a_heic_declaring_a_huge_coded_size_behind_a_small_crop_costs_nothing(

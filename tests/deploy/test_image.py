@@ -13,11 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from PIL import Image
 
-from tests.containers import REPO_ROOT, Container, build_image
+from tests.containers import HARDENED, REPO_ROOT, Container, build_image
 from tests.deploy.conftest import BuiltImage
+from tests.images import encode, phone_photo
 from tests.pdfs import ISSUE_DOCUMENTS
-from tests.servers import ProcessMemory
+from tests.servers import ProcessMemory, gauge
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -28,6 +30,7 @@ PROJECT_LAYERS_MAX_BYTES = 300 * MB
 # "Limits"); the cgroup's 768 MiB is what kills the container if that budget is wrong.
 REQUEST_PEAK_MIB = 250
 MEMORY_LIMIT_MIB = 768
+MiB = 1 << 20
 K8S = REPO_ROOT / "deploy" / "k8s"
 
 
@@ -165,6 +168,40 @@ def test_hostile_documents_are_answered_without_the_container_being_killed(conta
     assert not state["OOMKilled"]
     assert container.host_pid() == pid  # the same process all along
     assert httpx.get(f"{container.base_url}/health").status_code == 200
+
+
+def camera_jpeg(sample_files: dict[str, Path]) -> bytes:
+    """A 48-megapixel JPEG (8064x6048, 4 MB): over the 47 million pixels the former fixed budget allowed."""
+    return encode(
+        phone_photo(Image.open(sample_files["Cat"]), (8064, 6048), noise_level=3), "JPEG", quality=85
+    )
+
+
+def test_the_decode_budget_is_sized_from_the_containers_memory_limit(
+    service_image: BuiltImage, container: Container, sample_files: dict[str, Path]
+) -> None:
+    """Issue 31: the service reads its cgroup's limit (768 MiB here, as in the Deployment) and decodes
+    256 MiB at once: a 48-megapixel photo is answered. In a 512 MiB container what is left for decoding
+    is the 64 MiB floor, and the same photo is a 413 naming the limit, not an OOM kill."""
+    assert gauge(container.base_url, "cdo_memory_limit_bytes") == MEMORY_LIMIT_MIB * MiB
+    assert gauge(container.base_url, "cdo_decode_memory_budget_bytes") == 256 * MiB
+    photo = camera_jpeg(sample_files)
+    answered = httpx.post(f"{container.base_url}/upload", files={"file": ("camera.jpg", photo)}, timeout=60)
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["prediction"] == "Cat"
+    unlimited = [option for option in HARDENED if not option.startswith("--memory")]
+    options = (*unlimited, "--memory=512m", "--memory-swap=512m")
+    small = Container(service_image.podman, service_image.name, options, env={"AUTH_DISABLED": "true"})
+    try:
+        small.start()
+        assert gauge(small.base_url, "cdo_memory_limit_bytes") == 512 * MiB
+        assert gauge(small.base_url, "cdo_decode_memory_budget_bytes") == 64 * MiB
+        refused = httpx.post(f"{small.base_url}/upload", files={"file": ("camera.jpg", photo)}, timeout=60)
+        assert refused.status_code == 413, refused.text
+        assert "14,000,000 pixels" in refused.json()["detail"]
+        assert not small.state()["OOMKilled"]
+    finally:
+        small.remove()
 
 
 def shipped_settings() -> dict[str, str]:

@@ -136,6 +136,7 @@ def create_app(
             state.model = ServedModel.build(loaded, loaded_from, settings, state.metrics, state.tracer)
         model = state.model
         _log_auth_mode(settings, state.token_validator)
+        _log_memory_budget(settings, state.metrics)
         model.engine.start()
         warm_up = asyncio.create_task(_warm_up(state, model, freeze_heap))
         background = [warm_up]
@@ -233,6 +234,19 @@ def _log_auth_mode(settings: Settings, validator: TokenValidator | None) -> None
             settings.oauth2_issuer,
             settings.oauth2_required_scope,
         )
+
+
+def _log_memory_budget(settings: Settings, metrics: ServiceMetrics) -> None:
+    metrics.memory_limit.set(settings.memory_limit_bytes)
+    metrics.decode_memory_budget.set(settings.decode_memory_bytes)
+    log.info(
+        "memory: %d MiB (%s) for %d worker(s); decodes %d MiB at once, images up to %s pixels",
+        settings.memory_limit_bytes >> 20,
+        settings.memory_limit_source(),
+        settings.workers,
+        settings.decode_memory_bytes >> 20,
+        f"{settings.max_pixels:,}",
+    )
 
 
 async def _purge_feedback(store: FeedbackStore, metrics: ServiceMetrics, interval_seconds: float) -> None:

@@ -88,6 +88,17 @@ class ServiceMetrics:
             "Bytes reserved by images being decoded (bounded by DECODE_MEMORY_BYTES).",
             registry=r,
         )
+        self.decode_memory_budget = Gauge(
+            "cdo_decode_memory_budget_bytes",
+            "DECODE_MEMORY_BYTES: what images being decoded may reserve at once (derived from "
+            "MEMORY_LIMIT_BYTES unless set).",
+            registry=r,
+        )
+        self.memory_limit = Gauge(
+            "cdo_memory_limit_bytes",
+            "MEMORY_LIMIT_BYTES: the memory the budgets are sized from (the container's limit by default).",
+            registry=r,
+        )
         self.body_memory = Gauge(
             "cdo_request_body_bytes_in_flight",
             "Bytes of request bodies being received or held (bounded by BODY_MEMORY_BYTES).",
