@@ -35,7 +35,7 @@ PAGE_STATIC := src/cats_dogs_other/web/static/vendor
 $(STAMP): pyproject.toml $(OIDC_PROVIDER)/package-lock.json $(BRUNO)/package-lock.json $(PAGE_VENDOR)/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,keras,mlflow,heic,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,keras,mlflow,heic,openvino,dev]'
 	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --loglevel=error
 	cd $(BRUNO) && npm ci --no-audit --no-fund --loglevel=error
 	cd $(PAGE_VENDOR) && npm ci --no-audit --no-fund --loglevel=error

@@ -48,6 +48,10 @@ def test_the_decode_budget_derives_from_the_memory_limit(monkeypatch: pytest.Mon
     assert Settings(memory_limit_bytes=1 << 30, body_memory_bytes=32 << 20).decode_memory_bytes == 608 << 20
     assert Settings(memory_limit_bytes=1536 << 20, workers=2).decode_memory_bytes == 256 << 20
     assert Settings(memory_limit_bytes=512 << 20).decode_memory_bytes == 64 << 20  # too small: the floor
+    # OpenVINO holds ~100 MiB more than ONNX Runtime: 128 MiB more is kept for it.
+    assert (
+        Settings(memory_limit_bytes=768 << 20, inference_runtime="openvino").decode_memory_bytes == 128 << 20
+    )
     assert (
         Settings(memory_limit_bytes=1 << 30, decode_memory_bytes=100 << 20).decode_memory_bytes == 100 << 20
     )

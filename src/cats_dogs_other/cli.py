@@ -60,7 +60,10 @@ def _predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     settings = Settings(max_pixels=args.max_pixels)
     classifier = ImageClassifier.load(
-        args.model, max_pixels=args.max_pixels, registry=settings.mlflow_registry()
+        args.model,
+        max_pixels=args.max_pixels,
+        registry=settings.mlflow_registry(),
+        runtime=settings.inference_runtime,
     )
     engine = InferenceService.configured(classifier, settings)
     return asyncio.run(_predict_files(engine, args.files, as_json=args.json))

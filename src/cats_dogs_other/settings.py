@@ -91,13 +91,18 @@ class ModelSettings(SettingsGroup):
         1, ge=0, description="Retries of one MLflow request (MLflow's default would retry for minutes)."
     )
     mlflow_http_request_timeout: int = Field(10, gt=0, description="Seconds one MLflow request may take.")
+    inference_runtime: Literal["auto", "onnxruntime", "openvino"] = Field(
+        "auto",
+        description="What runs an ONNX model: onnxruntime, openvino (the `openvino` extra), or auto, the "
+        "one measured fastest in the service (ONNX Runtime). A Keras file runs on Keras.",
+    )
     inference_threads: int | None = Field(
-        None, ge=1, description="ONNX Runtime threads per process; default: usable cores / workers."
+        None, ge=1, description="Inference threads per process; default: usable cores / workers."
     )
     inference_threads_per_call: int = Field(
         1,
         ge=1,
-        description="ONNX Runtime threads of one model call: INFERENCE_THREADS / this many calls run at "
+        description="Inference threads of one model call: INFERENCE_THREADS / this many calls run at "
         "once. 1 gives the most throughput on CPU; more gives a lone request a faster answer.",
     )
 
@@ -125,13 +130,16 @@ class LimitSettings(SettingsGroup):
     # Declared after memory_limit_bytes and body_memory_bytes: its default is derived from them.
     decode_memory_bytes: int = Field(
         default_factory=lambda fields: decode_memory_for(
-            fields["memory_limit_bytes"], fields["body_memory_bytes"], fields.get("workers", 1)
+            fields["memory_limit_bytes"],
+            fields["body_memory_bytes"],
+            fields.get("workers", 1),
+            fields.get("inference_runtime", "auto"),
         ),
         ge=32 * MiB,
         description="Bytes of decoded pixels in flight across all decode threads; an image that alone "
         "needs more is refused (413), others wait their turn. Default: what is left of a worker's share "
-        "of MEMORY_LIMIT_BYTES after the process (256 MiB), 3 x BODY_MEMORY_BYTES and 64 MiB of slack "
-        "(256 MiB in 768).",
+        "of MEMORY_LIMIT_BYTES after the process (256 MiB; 384 on OpenVINO), 3 x BODY_MEMORY_BYTES and "
+        "64 MiB of slack (256 MiB in 768).",
     )
     # Declared after decode_memory_bytes: its default is derived from it.
     max_pixels: int = Field(

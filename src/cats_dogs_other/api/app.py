@@ -56,6 +56,7 @@ def load_classifier(settings: Settings) -> tuple[ImageClassifier, ModelSource]:
         max_pixels=settings.max_pixels,
         threads=threads,
         threads_per_call=settings.inference_threads_per_call,
+        runtime=settings.inference_runtime,
     )
     return classifier, source
 

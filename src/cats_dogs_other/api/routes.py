@@ -186,6 +186,7 @@ async def version(state: State) -> VersionInfo:
             labels=classifier.labels,
             input_size=(spec.height, spec.width),
             outputs_are_probabilities=classifier.card.outputs_are_probabilities,
+            runtime=classifier.runtime,
         ),
         auth=AuthInfo(mode="disabled")
         if settings.auth_disabled

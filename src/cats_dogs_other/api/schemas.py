@@ -148,6 +148,9 @@ class ModelInfo(BaseModel):
         description="Height and width the model takes.", examples=[(224, 224)]
     )
     outputs_are_probabilities: bool
+    runtime: Literal["onnxruntime", "openvino", "keras"] = Field(
+        description="What runs the model (INFERENCE_RUNTIME; a Keras file runs on Keras)."
+    )
 
 
 class AuthInfo(BaseModel):

@@ -1,4 +1,5 @@
-"""The inference engine: one ONNX Runtime session, loaded once, fed by the model card's preprocessing."""
+"""The inference engine: one model runner (ONNX Runtime, OpenVINO or Keras), loaded once, fed by the model
+card's preprocessing."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -18,7 +20,7 @@ from cats_dogs_other.inference.limits import DEFAULT_MAX_PIXELS
 from cats_dogs_other.inference.preprocess import thumbnail_jpeg, to_input_array, training_png
 from cats_dogs_other.models.card import ModelCard
 from cats_dogs_other.models.errors import ModelLoadError
-from cats_dogs_other.models.runners import KerasRunner, ModelRunner, OnnxRunner
+from cats_dogs_other.models.runners import KerasRunner, ModelRunner, Runtime, onnx_runner
 from cats_dogs_other.models.source import MlflowRegistry, ModelSource, resolve_model
 
 __all__ = ["ImageClassifier", "ModelInput", "ModelLoadError", "Prediction"]
@@ -85,11 +87,17 @@ class ImageClassifier:
         card: ModelCard | None = None,
         registry: MlflowRegistry | None = None,
         threads_per_call: int = 1,
+        runtime: Runtime | Literal["auto"] = "auto",
     ) -> ImageClassifier:
         """A model by path or URI (default: the built-in model); see `models.source`."""
         source = resolve_model(model, registry=registry)
         return cls.from_source(
-            source, card=card, max_pixels=max_pixels, threads=threads, threads_per_call=threads_per_call
+            source,
+            card=card,
+            max_pixels=max_pixels,
+            threads=threads,
+            threads_per_call=threads_per_call,
+            runtime=runtime,
         )
 
     @classmethod
@@ -101,19 +109,32 @@ class ImageClassifier:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
         threads_per_call: int = 1,
+        runtime: Runtime | Literal["auto"] = "auto",
     ) -> ImageClassifier:
         """An already resolved model: its runner by kind, its card (given, shipped, or the kind's default).
-        `threads` for inference in all; an ONNX model runs `threads // threads_per_call` calls at once."""
+        `threads` for inference in all; an ONNX model runs `threads // threads_per_call` calls at once, on
+        `runtime` ("auto": the fastest installed)."""
         threads = threads or available_cores()
         runner: ModelRunner
         if source.kind == "keras":
+            if runtime != "auto":
+                raise ModelLoadError(
+                    f"INFERENCE_RUNTIME={runtime} runs ONNX models; {source.path.name} is a Keras file, run "
+                    "by Keras. Convert it once to run it on that runtime: "
+                    "cats-dogs-other convert MODEL --out DIR, then serve DIR/model.onnx."
+                )
             keras_runner = KerasRunner(source.path, threads)
             card = card or source.card or keras_runner.course_card(source.path.stem)
             runner = keras_runner
         else:
             card = card or source.card or ModelCard()
-            runner = OnnxRunner(source.path, card, threads, threads_per_call)
+            runner = onnx_runner(runtime, source.path, card, threads, threads_per_call)
         return cls(runner, card, source.path, max_pixels=max_pixels)
+
+    @property
+    def runtime(self) -> str:
+        """What runs the model: onnxruntime, openvino or keras."""
+        return self._runner.runtime
 
     @property
     def parallel_calls(self) -> int:

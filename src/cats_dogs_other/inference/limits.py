@@ -15,6 +15,9 @@ REFERENCE_MEMORY_LIMIT_BYTES = 768 * MiB
 # the model, ONNX Runtime's arena warmed at the largest batch and Python (140-190 MiB measured),
 # connections and their headers (~40 MiB at MAX_CONNECTIONS), model inputs waiting (18 MiB).
 PROCESS_RESERVE_BYTES = 256 * MiB
+# OpenVINO's compiled model and thread pools hold more than ONNX Runtime's session: peak RSS under load
+# was 290-303 MiB against 198 (BENCHMARKS.md, *Runtimes*).
+OPENVINO_RESERVE_BYTES = 128 * MiB
 BODY_COPIES = 3  # a request body is held up to 3 times while parsed (v2 base64 JSON: body, text, bytes)
 ALLOCATOR_SLACK_BYTES = 64 * MiB  # fragmentation, thread stacks, libraries' own caches
 MIN_DECODE_MEMORY_BYTES = 64 * MiB
@@ -35,14 +38,17 @@ def max_pixels_for(decode_memory_bytes: int) -> int:
     return max(1_000_000, usable // RASTER_BYTES_PER_PIXEL // 1_000_000 * 1_000_000)
 
 
-def decode_memory_for(memory_limit_bytes: int, body_memory_bytes: int, workers: int = 1) -> int:
+def decode_memory_for(
+    memory_limit_bytes: int, body_memory_bytes: int, workers: int = 1, runtime: str = "onnxruntime"
+) -> int:
     """The decode budget that fits beside everything else in a worker's share of the memory limit (at
     least 64 MiB: a pod too small for a large image refuses it with a 413 naming the budget).
 
     768 MiB and the default 64 MiB of bodies: 768 - 256 - 3 x 64 - 64 = 256 MiB, enough for one 24 MP HEIC
     (10 bytes a pixel) or a 64-megapixel image at a time."""
     share = memory_limit_bytes // max(1, workers)
-    left = share - PROCESS_RESERVE_BYTES - BODY_COPIES * body_memory_bytes - ALLOCATOR_SLACK_BYTES
+    process = PROCESS_RESERVE_BYTES + (OPENVINO_RESERVE_BYTES if runtime == "openvino" else 0)
+    left = share - process - BODY_COPIES * body_memory_bytes - ALLOCATOR_SLACK_BYTES
     return max(MIN_DECODE_MEMORY_BYTES, left // MiB * MiB)
 
 
