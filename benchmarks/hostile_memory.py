@@ -40,12 +40,12 @@ from tests.hostile import (
     v2_deep_nesting,
     v2_empty_elements,
 )
-from tests.images import png_image
+from tests.images import encode, heic, phone_photo, png_image
 from tests.pdfs import form_forest, hostile_document, many_objects_pdf, object_stream_pdf, zero_images
 from tests.servers import ProcessMemory
 
 from machine import describe
-from serving import free_port
+from serving import DEFAULT_IMAGES, free_port
 
 
 @dataclass
@@ -181,6 +181,27 @@ def binary_elements(base_url: str, port: int) -> Outcome:
     return Outcome(str(response.status_code))
 
 
+def photo(name: str, make: Callable[[], bytes]) -> Callable[[str, int], Outcome]:
+    """One /upload of a phone-sized photo, made before the clock starts (`prepare`)."""
+    make = functools.cache(make)
+
+    def run(base_url: str, port: int) -> Outcome:
+        response = httpx.post(f"{base_url}/upload", files={"file": (name, make())}, timeout=600)
+        return Outcome(str(response.status_code))
+
+    run.prepare = make  # type: ignore[attr-defined]
+    return run
+
+
+def phone(size: tuple[int, int], kind: str, noise: int, quality: int) -> bytes:
+    """A course photo at a phone camera's size with sensor-like noise (tests/images.py `phone_photo`)."""
+    from PIL import Image
+
+    cat = next(path for path in sorted(DEFAULT_IMAGES.rglob("*")) if path.suffix.lower() in {".png", ".jpg"})
+    image = phone_photo(Image.open(cat), size, noise_level=noise)
+    return heic(image, quality=quality) if kind == "HEIC" else encode(image, "JPEG", quality=quality)
+
+
 def gray16() -> bytes:
     return png_image(6324, 6324, bit_depth=16, color_type=0, flat=True)
 
@@ -199,6 +220,13 @@ def cases(v2_count: int) -> dict[str, Callable[[str, int], Outcome]]:
         "v2 JSON nested 100,000 deep": deep_json,
         "PNG with 80 MB of zTXt text (81 KB)": upload("text.png", png_with_text),
         "16 PNGs with 80 MB of zTXt text in one /predict": upload("text.png", png_with_text, copies=16),
+        "phone JPEG 4032x3024, 12 MP (4 MB)": photo("phone.jpg", lambda: phone((4032, 3024), "JPEG", 10, 92)),
+        "phone HEIC 5712x4284, 24 MP (1.5 MB)": photo(
+            "phone.heic", lambda: phone((5712, 4284), "HEIC", 2, 60)
+        ),
+        "camera JPEG 8064x6048, 48 MP (3.7 MB)": photo(
+            "camera.jpg", lambda: phone((8064, 6048), "JPEG", 3, 85)
+        ),
         "16-bit gray PNG 6324x6324 (88 KB)": upload("gray16.png", gray16),
         "RGBA PNG 6324x6324 (167 KB)": upload("rgba.png", rgba),
         "16 RGBA PNGs 6324x6324 in one /predict": upload("rgba.png", rgba, copies=16),
