@@ -301,9 +301,9 @@ def test_a_phones_24_mp_heic_and_a_48_mp_jpeg_are_answered_within_the_pods_budge
     server: ServeProcess, memory: ProcessMemory, sample_files: dict[str, Path]
 ) -> None:
     """Issue 31: with the pod's 768 MiB (MEMORY_LIMIT_BYTES, tests/conftest.py) the decode budget is
-    256 MiB: a 24-megapixel HEIC (a phone's default photo: ~245 MB to decode, refused with the former
-    fixed 192 MiB) and a 48-megapixel JPEG (over the former 47-megapixel limit) are each answered, the
-    process's peak growing by no more than the budget and the body."""
+    256 MiB: a 24-megapixel HEIC (a phone's default photo: it reserves ~255 MB to decode, refused with
+    the former fixed 192 MiB) and a 48-megapixel JPEG (over the former 47-megapixel limit) are each
+    answered, the process's peak growing by no more than the budget and the body."""
     assert gauge(server.base_url, "cdo_memory_limit_bytes") == 768 * MiB
     assert gauge(server.base_url, "cdo_decode_memory_budget_bytes") == 256 * MiB
     cat = Image.open(sample_files["Cat"])
