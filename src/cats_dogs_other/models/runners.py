@@ -128,7 +128,7 @@ class OpenVinoRunner:
         core = ov.Core()
         try:
             model = core.read_model(str(path))
-        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own for every bad file
+        except RuntimeError as exc:  # what OpenVINO raises for a file it cannot read; our bugs propagate
             raise ModelLoadError(f"{path} is not a loadable ONNX model (OpenVINO): {exc}") from exc
         inputs = {name for port in model.inputs for name in port.get_names()}
         outputs = {name for port in model.outputs for name in port.get_names()}
@@ -152,7 +152,7 @@ class OpenVinoRunner:
         }
         try:
             self._compiled = core.compile_model(model, "CPU", config)
-        except Exception as exc:  # an operator OpenVINO lacks, a shape it cannot compile
+        except RuntimeError as exc:  # an operator OpenVINO lacks, a shape it cannot compile
             raise ModelLoadError(f"OpenVINO cannot compile {path}: {str(exc)[:500]}") from exc
         self._input, self._output = card.input_name, card.output_name
         self._width = self._compiled.output(self._output).get_partial_shape()[-1]
