@@ -52,6 +52,10 @@ def test_the_decode_budget_derives_from_the_memory_limit(monkeypatch: pytest.Mon
     assert (
         Settings(memory_limit_bytes=768 << 20, inference_runtime="openvino").decode_memory_bytes == 128 << 20
     )
+    # ... so the manifests tell an OpenVINO pod to take 896 MiB: the same 256 MiB of decodes as 768 on ORT.
+    assert (
+        Settings(memory_limit_bytes=896 << 20, inference_runtime="openvino").decode_memory_bytes == 256 << 20
+    )
     assert (
         Settings(memory_limit_bytes=1 << 30, decode_memory_bytes=100 << 20).decode_memory_bytes == 100 << 20
     )
