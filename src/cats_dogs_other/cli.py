@@ -51,6 +51,60 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from cats_dogs_other.inference.classifier import ImageClassifier
+    from cats_dogs_other.settings import LimitSettings, ModelSettings, ObservabilitySettings
+    from cats_dogs_other.training.dataset import find_document_images, find_images, images_root
+    from cats_dogs_other.training.evaluation import VARIANTS, evaluate, report, write_report
+
+    if (args.pdfs is None) != (args.annotations is None) or (args.data is None) == (args.pdfs is None):
+        print("error: evaluate needs --data DIR, or --pdfs DIR with --annotations FILE", file=sys.stderr)
+        return 2
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        print(f"error: no variant {', '.join(unknown)} (there are {', '.join(VARIANTS)})", file=sys.stderr)
+        return 2
+    settings = ModelSettings()
+    unsure_below = (
+        args.unsure_below if args.unsure_below is not None else ObservabilitySettings().unsure_below
+    )
+    roles = {"candidate": args.model, **({"champion": args.against} if args.against else {})}
+    classifiers = {
+        role: ImageClassifier.load(
+            reference, registry=settings.mlflow_registry(), runtime=settings.inference_runtime
+        )
+        for role, reference in roles.items()
+    }
+    labels = classifiers["candidate"].labels
+    if any(c.labels != labels for c in classifiers.values()):
+        print("error: the two models answer with different labels; they cannot be compared", file=sys.stderr)
+        return 2
+    if args.pdfs is not None:
+        items = find_document_images(args.pdfs, args.annotations, labels, LimitSettings().document_limits())
+        data = [str(args.pdfs)]
+    else:
+        items = [i for folder in args.data for i in find_images(images_root(folder, labels), labels, False)]
+        data = [str(folder) for folder in args.data]
+    results = {
+        role: (
+            f"{roles[role] or 'the built-in model'} (sha256 {c.sha256})",
+            evaluate(c, items, unsure_below=unsure_below, variants=args.variants),
+        )
+        for role, c in classifiers.items()
+    }
+    written = write_report(report(results, images=len(items), data=data, unsure_below=unsure_below), args.out)
+    for role, (_, by_variant) in results.items():
+        accuracy = {name: float(result.metrics["accuracy"]) for name, result in by_variant.items()}  # type: ignore[arg-type]
+        worst = min(accuracy, key=accuracy.__getitem__)
+        print(
+            f"{role}: "
+            + ", ".join(f"{name} {value}" for name, value in accuracy.items())
+            + f" (worst: {worst})"
+        )
+    print(f"wrote {written[0]} and {written[1]}")
+    return 0
+
+
 def _predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import asyncio
 
@@ -417,6 +471,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="with MLFLOW_TRACKING_URI set: register the model under this name",
     )
     train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="accuracy, confusion, calibration and robustness of a model on labelled images",
+    )
+    evaluate.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        metavar="MODEL",
+        help="path or URI, as for serve (default: built-in)",
+    )
+    evaluate.add_argument("--against", metavar="MODEL", help="a second model (the champion) to compare with")
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        help="folder with one sub-folder per label (repeatable), as for train",
+    )
+    evaluate.add_argument(
+        "--pdfs", type=Path, help="folder of the course's PDF documents (with --annotations)"
+    )
+    evaluate.add_argument("--annotations", type=Path, help="the labelling tool's export, as for train")
+    evaluate.add_argument("--out", type=Path, default=Path("evaluation"), help="where to write the reports")
+    evaluate.add_argument(
+        "--unsure-below", type=float, default=None, help="top value counted as unsure (default: UNSURE_BELOW)"
+    )
+    evaluate.add_argument(
+        "--variants",
+        nargs="+",
+        default=[
+            "colour",
+            "grayscale",
+            "jpeg_quality_30",
+            "thumbnail_96px",
+            "exif_rotated",
+            "mirrored",
+            "brighter",
+        ],
+        help="the images as sent, and as they may come in worse (default: all)",
+    )
+    evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", help="classify image files and the images in PDF documents")
     predict.add_argument("files", nargs="+", metavar="FILE")

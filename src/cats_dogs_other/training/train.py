@@ -37,6 +37,7 @@ from cats_dogs_other.training.dataset import (
     images_root,
 )
 from cats_dogs_other.training.efficientnet_lite import FEATURE_DIM, load_pretrained_lite0
+from cats_dogs_other.training.evaluation import confusion, metrics_from_confusion
 from cats_dogs_other.training.export import (
     FEATURES,
     FeatureModel,
@@ -151,30 +152,6 @@ def fit_head(
 
     optimizer.step(closure)
     return head.eval()
-
-
-def confusion(true: np.ndarray, pred: np.ndarray, classes: int) -> np.ndarray:
-    matrix = np.zeros((classes, classes), dtype=int)
-    np.add.at(matrix, (true, pred), 1)
-    return matrix
-
-
-def metrics_from_confusion(matrix: np.ndarray, labels: list[str]) -> dict[str, object]:
-    per_class = {}
-    for i, label in enumerate(labels):
-        tp = int(matrix[i, i])
-        predicted = int(matrix[:, i].sum())
-        actual = int(matrix[i].sum())
-        per_class[label] = {
-            "precision": round(tp / predicted, 4) if predicted else None,
-            "recall": round(tp / actual, 4) if actual else None,
-            "support": actual,
-        }
-    return {
-        "accuracy": round(float(np.trace(matrix) / matrix.sum()), 4),
-        "confusion_matrix": {"rows_true_columns_predicted": labels, "matrix": matrix.tolist()},
-        "per_class": per_class,
-    }
 
 
 @dataclass(frozen=True)
