@@ -30,7 +30,10 @@ def bru() -> list[str]:
             timeout=600,
             capture_output=True,
         )
-    return ["npx", "@usebruno/cli", "run"]
+    # The developer sandbox: the safe one (QuickJS) is loaded asynchronously in CLI 4.1.0, and the
+    # first assertion of a run can come before it is ("Cannot read properties of undefined (reading
+    # 'newContext')", usebruno/bruno#7373). The collection holds only declarative assertions.
+    return ["npx", "@usebruno/cli", "run", "--sandbox", "developer"]
 
 
 def run_collection(
