@@ -53,9 +53,10 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cats_dogs_other.inference.classifier import ImageClassifier
+    from cats_dogs_other.models.source import resolve_model
     from cats_dogs_other.settings import LimitSettings, ModelSettings, ObservabilitySettings
     from cats_dogs_other.training.dataset import find_document_images, find_images, images_root
-    from cats_dogs_other.training.evaluation import VARIANTS, evaluate, report, write_report
+    from cats_dogs_other.training.evaluation import VARIANTS, evaluate, log_to_run, report, write_report
 
     if (args.pdfs is None) != (args.annotations is None) or (args.data is None) == (args.pdfs is None):
         print("error: evaluate needs --data DIR, or --pdfs DIR with --annotations FILE", file=sys.stderr)
@@ -68,12 +69,12 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     unsure_below = (
         args.unsure_below if args.unsure_below is not None else ObservabilitySettings().unsure_below
     )
+    registry = settings.mlflow_registry()
     roles = {"candidate": args.model, **({"champion": args.against} if args.against else {})}
+    sources = {role: resolve_model(reference, registry=registry) for role, reference in roles.items()}
     classifiers = {
-        role: ImageClassifier.load(
-            reference, registry=settings.mlflow_registry(), runtime=settings.inference_runtime
-        )
-        for role, reference in roles.items()
+        role: ImageClassifier.from_source(source, runtime=settings.inference_runtime)
+        for role, source in sources.items()
     }
     labels = classifiers["candidate"].labels
     if any(c.labels != labels for c in classifiers.values()):
@@ -92,7 +93,8 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
         for role, c in classifiers.items()
     }
-    written = write_report(report(results, images=len(items), data=data, unsure_below=unsure_below), args.out)
+    report_json = report(results, images=len(items), data=data, unsure_below=unsure_below)
+    written = write_report(report_json, args.out)
     for role, (_, by_variant) in results.items():
         accuracy = {name: float(result.metrics["accuracy"]) for name, result in by_variant.items()}  # type: ignore[arg-type]
         worst = min(accuracy, key=accuracy.__getitem__)
@@ -102,6 +104,10 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
             + f" (worst: {worst})"
         )
     print(f"wrote {written[0]} and {written[1]}")
+    run_id = sources["candidate"].details.get("run_id")
+    if run_id and registry.tracking_uri:
+        log_to_run(run_id, report_json, written, registry)
+        print(f"logged to MLflow run {run_id} (metrics evaluation_*, artifacts evaluation/)")
     return 0
 
 

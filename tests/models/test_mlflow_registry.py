@@ -198,3 +198,51 @@ def test_train_logs_registers_and_serves_from_the_registry(
     from_registry = ImageClassifier.from_source(source).predict(images)
     from_file = ImageClassifier.load(tmp_path / "out" / "model.onnx").predict(images)
     assert [r.values for r in from_registry] == [r.values for r in from_file]
+
+
+def test_evaluate_logs_its_report_on_the_candidates_run(
+    mlflow_server: str,
+    tracking: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    labelled_files: list[tuple[str, Path]],
+) -> None:
+    """`evaluate runs:/...`: the report's numbers become metrics of the run that logged the model, and
+    the reports its artifacts, so the registry shows how a version was judged."""
+    import json
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from cats_dogs_other.models.card import default_model_path
+
+    mlflow.set_tracking_uri(mlflow_server)
+    model = default_model_path()
+    with mlflow.start_run() as run:  # as `train` logs a model: plain ONNX + card under model/
+        mlflow.log_artifact(str(model), artifact_path="model")
+        mlflow.log_artifact(str(model.with_name("model.json")), artifact_path="model")
+    data = tracking.parent / "data"
+    for label, path in labelled_files[::20]:
+        (data / label.lower()).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, data / label.lower() / path.name)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tracking))
+    out = tracking.parent / "report"
+    done = subprocess.run(
+        [
+            *[sys.executable, "-m", "cats_dogs_other.cli", "evaluate", f"runs:/{run.info.run_id}/model"],
+            *["--data", str(data), "--out", str(out), "--variants", "colour", "grayscale"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"logged to MLflow run {run.info.run_id}" in done.stdout
+    report = json.loads((out / "evaluation.json").read_text())["models"]["candidate"]["variants"]
+    client = MlflowClient(mlflow_server)
+    logged = client.get_run(run.info.run_id).data.metrics
+    for variant in ("colour", "grayscale"):
+        assert logged[f"evaluation_{variant}_accuracy"] == report[variant]["accuracy"]
+        assert logged[f"evaluation_{variant}_ece"] == report[variant]["expected_calibration_error"]
+        assert logged[f"evaluation_{variant}_unsure"] == report[variant]["unsure_share"]
+    artifacts = sorted(a.path for a in client.list_artifacts(run.info.run_id, "evaluation"))
+    assert artifacts == ["evaluation/evaluation.json", "evaluation/evaluation.md"]

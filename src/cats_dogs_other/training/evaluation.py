@@ -21,6 +21,7 @@ from PIL import Image, ImageEnhance
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.inference.decode import decode_image
 from cats_dogs_other.inference.documents import PdfRaster
+from cats_dogs_other.models.source import MlflowRegistry
 from cats_dogs_other.training.dataset import LabelledImage
 
 ORIENTATION_TAG = 0x0112
@@ -230,3 +231,21 @@ def write_report(report_json: dict[str, Any], out: Path) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(report_json, indent=2) + "\n")
     md_path.write_text(markdown(report_json))
     return json_path, md_path
+
+
+def log_to_run(
+    run_id: str, report_json: dict[str, Any], files: Sequence[Path], registry: MlflowRegistry
+) -> None:
+    """The candidate's results on its own MLflow run (the run that logged the model): a metric per
+    variant and measure (`evaluation_<variant>_accuracy`, `_ece`, `_unsure`), and the reports as
+    artifacts under `evaluation/`, so the registry shows how a version was judged."""
+    from mlflow import MlflowClient
+
+    with registry.client_environment():
+        client = MlflowClient(registry.tracking_uri)
+        for variant, numbers in report_json["models"]["candidate"]["variants"].items():
+            client.log_metric(run_id, f"evaluation_{variant}_accuracy", numbers["accuracy"])
+            client.log_metric(run_id, f"evaluation_{variant}_ece", numbers["expected_calibration_error"])
+            client.log_metric(run_id, f"evaluation_{variant}_unsure", numbers["unsure_share"])
+        for path in files:
+            client.log_artifact(run_id, str(path), artifact_path="evaluation")
