@@ -61,7 +61,8 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if (args.pdfs is None) != (args.annotations is None) or (args.data is None) == (args.pdfs is None):
         print("error: evaluate needs --data DIR, or --pdfs DIR with --annotations FILE", file=sys.stderr)
         return 2
-    unknown = sorted(set(args.variants) - set(VARIANTS))
+    variants = args.variants or list(VARIANTS)
+    unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         print(f"error: no variant {', '.join(unknown)} (there are {', '.join(VARIANTS)})", file=sys.stderr)
         return 2
@@ -89,14 +90,14 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     results = {
         role: (
             f"{roles[role] or 'the built-in model'} (sha256 {c.sha256})",
-            evaluate(c, items, unsure_below=unsure_below, variants=args.variants),
+            evaluate(c, items, unsure_below=unsure_below, variants=variants),
         )
         for role, c in classifiers.items()
     }
     report_json = report(results, images=len(items), data=data, unsure_below=unsure_below)
     written = write_report(report_json, args.out)
     for role, (_, by_variant) in results.items():
-        accuracy = {name: float(result.metrics["accuracy"]) for name, result in by_variant.items()}  # type: ignore[arg-type]
+        accuracy = {name: result.accuracy for name, result in by_variant.items()}
         worst = min(accuracy, key=accuracy.__getitem__)
         print(
             f"{role}: "
@@ -507,16 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--variants",
         nargs="+",
-        default=[
-            "colour",
-            "grayscale",
-            "jpeg_quality_30",
-            "thumbnail_96px",
-            "exif_rotated",
-            "mirrored",
-            "brighter",
-        ],
-        help="the images as sent, and as they may come in worse (default: all)",
+        default=None,
+        help="the images as sent, and as they may come in worse (default: all of them, see the README)",
     )
     evaluate.set_defaults(handler=_evaluate)
 

@@ -19,12 +19,11 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from cats_dogs_other.inference.classifier import ImageClassifier
-from cats_dogs_other.inference.decode import decode_image
+from cats_dogs_other.inference.decode import ORIENTATION_TAG, decode_image
 from cats_dogs_other.inference.documents import PdfRaster
 from cats_dogs_other.models.source import MlflowRegistry
 from cats_dogs_other.training.dataset import LabelledImage
 
-ORIENTATION_TAG = 0x0112
 ROTATED_90 = 6  # EXIF: "rotate 90° clockwise to display", what a phone held upright writes
 THUMBNAIL_SIDE = 96
 CALIBRATION_BINS = 10
@@ -121,6 +120,10 @@ class VariantResult:
     metrics: dict[str, object]
     expected_calibration_error: float
     unsure_share: float
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.metrics["accuracy"])  # type: ignore[arg-type]
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -19,12 +19,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
-from PIL import Image
 from torch import nn
 
 from cats_dogs_other import __version__
-from cats_dogs_other.inference.decode import decode_image
-from cats_dogs_other.inference.documents import PdfRaster
 from cats_dogs_other.inference.preprocess import to_input_array
 from cats_dogs_other.models.card import DEFAULT_LABELS, ModelCard, Preprocessing
 from cats_dogs_other.settings import LimitSettings
@@ -37,7 +34,7 @@ from cats_dogs_other.training.dataset import (
     images_root,
 )
 from cats_dogs_other.training.efficientnet_lite import FEATURE_DIM, load_pretrained_lite0
-from cats_dogs_other.training.evaluation import confusion, metrics_from_confusion
+from cats_dogs_other.training.evaluation import confusion, metrics_from_confusion, upright
 from cats_dogs_other.training.export import (
     FEATURES,
     FeatureModel,
@@ -90,11 +87,7 @@ def serving_preprocessing() -> Preprocessing:
 
 def load_pixels(items: list[LabelledImage], spec: Preprocessing) -> np.ndarray:
     """Every image as the model's uint8 input, decoded with the same code the service uses."""
-    return np.stack([to_input_array(_decoded(i.data), spec) for i in items])
-
-
-def _decoded(data: bytes | PdfRaster) -> Image.Image:
-    return data.decode() if isinstance(data, PdfRaster) else decode_image(data)
+    return np.stack([to_input_array(upright(i.data), spec) for i in items])
 
 
 def labelled_items(config: TrainConfig, labels: list[str]) -> tuple[list[LabelledImage], dict[str, Any]]:
