@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # imported where used: `serve` and `predict` need different stacks
     from cats_dogs_other.inference.files import FileOutcome, Outcome
     from cats_dogs_other.inference.service import InferenceService
+    from cats_dogs_other.models.source import ModelSource
 
 
 def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from cats_dogs_other.training.train import TrainConfig, train
+    from cats_dogs_other.training.train import AUGMENTATIONS, TrainConfig, train
 
-    if (args.pdfs is None) != (args.annotations is None) or (args.data is None) == (args.pdfs is None):
-        print("error: train needs --data DIR, or --pdfs DIR with --annotations FILE", file=sys.stderr)
-        return 2
+    _data_arguments(args, "train")
+    unknown = sorted(set(args.augment or ()) - set(AUGMENTATIONS))
+    if unknown:
+        raise UsageError(f"no augmentation {', '.join(unknown)} (there are {', '.join(AUGMENTATIONS)})")
     config = TrainConfig(
         data_dirs=tuple(args.data or ()),
         pdfs_dir=args.pdfs,
@@ -33,6 +35,8 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         weight_decay=args.weight_decay,
         seed=args.seed,
         quantize=args.quantize,
+        hold_out=args.hold_out,
+        **({} if args.augment is None else {"augmentation": tuple(args.augment)}),
         command=shlex.join(["cats-dogs-other", *argv]),
     )
     result = train(config)
@@ -47,31 +51,47 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print("error: --register needs MLFLOW_TRACKING_URI", file=sys.stderr)
         return 2
     print(f"validation accuracy {validation['accuracy']:.4f} ({validation['scheme']})")
+    held_out = card.metrics.get("held_out")
+    if held_out:
+        print(
+            f"held-out accuracy {held_out['accuracy']:.4f}, grayscale {held_out['grayscale_accuracy']:.4f} "
+            f"({held_out['images']} images of {len(card.training['evaluation_split']['groups'])} documents "
+            "never trained on: what evaluate and promote judge on)"
+        )
     print(f"wrote {args.out / 'model.onnx'} and {args.out / 'model.json'}")
     return 0
 
 
-def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+class UsageError(Exception):
+    """A command given what it cannot work with: main() prints it and exits 2, as argparse does."""
+
+
+def _data_arguments(args: argparse.Namespace, command: str) -> None:
+    if (args.pdfs is None) != (args.annotations is None) or (args.data is None) == (args.pdfs is None):
+        raise UsageError(f"{command} needs --data DIR, or --pdfs DIR with --annotations FILE")
+
+
+def _compare(
+    args: argparse.Namespace, roles: dict[str, str | None]
+) -> tuple[dict[str, Any], tuple[Path, Path], dict[str, ModelSource]]:
+    """`evaluate`'s work, shared with `promote`: load each model (role -> URI), evaluate all of them on
+    the held-out part of the data (or all of it), write the reports; the report and the sources."""
     from cats_dogs_other.inference.classifier import ImageClassifier
     from cats_dogs_other.models.source import resolve_model
     from cats_dogs_other.settings import LimitSettings, ModelSettings, ObservabilitySettings
     from cats_dogs_other.training.dataset import find_document_images, find_images, images_root
-    from cats_dogs_other.training.evaluation import VARIANTS, evaluate, log_to_run, report, write_report
+    from cats_dogs_other.training.evaluation import VARIANTS, Evaluated, evaluate, report, write_report
+    from cats_dogs_other.training.split import EvaluationSplit
 
-    if (args.pdfs is None) != (args.annotations is None) or (args.data is None) == (args.pdfs is None):
-        print("error: evaluate needs --data DIR, or --pdfs DIR with --annotations FILE", file=sys.stderr)
-        return 2
     variants = args.variants or list(VARIANTS)
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
-        print(f"error: no variant {', '.join(unknown)} (there are {', '.join(VARIANTS)})", file=sys.stderr)
-        return 2
+        raise UsageError(f"no variant {', '.join(unknown)} (there are {', '.join(VARIANTS)})")
     settings = ModelSettings()
     unsure_below = (
         args.unsure_below if args.unsure_below is not None else ObservabilitySettings().unsure_below
     )
     registry = settings.mlflow_registry()
-    roles = {"candidate": args.model, **({"champion": args.against} if args.against else {})}
     sources = {role: resolve_model(reference, registry=registry) for role, reference in roles.items()}
     classifiers = {
         role: ImageClassifier.from_source(source, runtime=settings.inference_runtime)
@@ -79,37 +99,118 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     }
     labels = classifiers["candidate"].labels
     if any(c.labels != labels for c in classifiers.values()):
-        print("error: the two models answer with different labels; they cannot be compared", file=sys.stderr)
-        return 2
+        raise UsageError("the two models answer with different labels; they cannot be compared")
     if args.pdfs is not None:
         items = find_document_images(args.pdfs, args.annotations, labels, LimitSettings().document_limits())
         data = [str(args.pdfs)]
     else:
         items = [i for folder in args.data for i in find_images(images_root(folder, labels), labels, False)]
         data = [str(folder) for folder in args.data]
+    split = None if getattr(args, "all_images", False) else EvaluationSplit(args.hold_out)
+    if split is not None:
+        items = split.evaluation_part(items)
     results = {
-        role: (
+        role: Evaluated(
             f"{roles[role] or 'the built-in model'} (sha256 {c.sha256})",
+            None if split is None else split.kept_out_of(c.card),
             evaluate(c, items, unsure_below=unsure_below, variants=variants),
         )
         for role, c in classifiers.items()
     }
-    report_json = report(results, images=len(items), data=data, unsure_below=unsure_below)
+    split_info = (
+        None
+        if split is None
+        else {"share": split.share, "salt": split.salt, "groups": len({i.group for i in items})}
+    )
+    report_json = report(results, images=len(items), data=data, unsure_below=unsure_below, split=split_info)
     written = write_report(report_json, args.out)
-    for role, (_, by_variant) in results.items():
-        accuracy = {name: result.accuracy for name, result in by_variant.items()}
-        worst = min(accuracy, key=accuracy.__getitem__)
+    for role, evaluated in results.items():
+        accuracy = {name: result.accuracy for name, result in evaluated.results.items()}
+        worst = min(accuracy, key=accuracy.__getitem__) if accuracy and items else "-"
         print(
             f"{role}: "
             + ", ".join(f"{name} {value}" for name, value in accuracy.items())
             + f" (worst: {worst})"
         )
-    print(f"wrote {written[0]} and {written[1]}")
+    print(f"{len(items)} images; wrote {written[0]} and {written[1]}")
+    return report_json, written, sources
+
+
+def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from cats_dogs_other.settings import ModelSettings
+    from cats_dogs_other.training.evaluation import log_to_run
+
+    _data_arguments(args, "evaluate")
+    roles = {"candidate": args.model, **({"champion": args.against} if args.against else {})}
+    report_json, written, sources = _compare(args, roles)
+    if report_json["images"] == 0:
+        print(
+            "error: no image of the data is in the held-out evaluation set (--hold-out); "
+            "give --all-images to evaluate on every one",
+            file=sys.stderr,
+        )
+        return 1
+    registry = ModelSettings().mlflow_registry()
     run_id = sources["candidate"].details.get("run_id")
     if run_id and registry.tracking_uri:
         log_to_run(run_id, report_json, written, registry)
         print(f"logged to MLflow run {run_id} (metrics evaluation_*, artifacts evaluation/)")
     return 0
+
+
+def _promote(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from cats_dogs_other.settings import ModelSettings
+    from cats_dogs_other.training.evaluation import log_to_run, markdown
+    from cats_dogs_other.training.promotion import GateDecision, alias_version, judge, record_and_move
+
+    if args.force and not (args.reason or "").strip():
+        raise UsageError("--force needs --reason: the version records why the gate was overridden")
+    registry = ModelSettings().mlflow_registry()
+    if not registry.tracking_uri:
+        raise UsageError("promote needs MLFLOW_TRACKING_URI: the registry whose alias it moves")
+    previous = alias_version(registry, args.name, args.alias)
+    if previous == args.version:
+        print(f"models:/{args.name}@{args.alias} is already version {args.version}")
+        return 0
+    accuracy: dict[str, float] = {}
+    if args.data is None and args.pdfs is None and args.force:
+        decision = GateDecision(False, args.tolerance, ["not evaluated: forced without --data"])
+        summary = "Not evaluated."
+    else:
+        _data_arguments(args, "promote")
+        roles: dict[str, str | None] = {"candidate": f"models:/{args.name}/{args.version}"}
+        if previous is not None:
+            roles["champion"] = f"models:/{args.name}/{previous}"
+        report_json, written, sources = _compare(args, roles)
+        decision = judge(report_json, args.tolerance)
+        report_json["gate"] = decision.as_dict() | {"alias": args.alias, "forced_reason": args.reason}
+        written[0].write_text(json.dumps(report_json, indent=2) + "\n")
+        written[1].write_text(markdown(report_json))
+        summary = markdown(report_json)
+        accuracy = {n: v["accuracy"] for n, v in report_json["models"]["candidate"]["variants"].items()}
+        run_id = sources["candidate"].details.get("run_id")
+        if run_id:
+            log_to_run(run_id, report_json, written, registry)
+    promotion = record_and_move(
+        registry,
+        args.name,
+        args.version,
+        args.alias,
+        decision=decision,
+        summary=summary,
+        previous_version=previous,
+        accuracy=accuracy,
+        forced_reason=args.reason if args.force else None,
+    )
+    for refusal in decision.refusals:
+        print(f"gate: {refusal}")
+    was = f"version {previous}" if previous else "no version"
+    if promotion.moved:
+        how = "passed the gate" if decision.passed else "forced past the gate"
+        print(f"models:/{args.name}@{args.alias} -> version {args.version} ({how}; it was {was})")
+        return 0
+    print(f"refused: models:/{args.name}@{args.alias} stays at {was}", file=sys.stderr)
+    return 1
 
 
 def _predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -443,6 +544,8 @@ def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     from cats_dogs_other.inference.limits import DEFAULT_MAX_PIXELS
+    from cats_dogs_other.training.promotion import DEFAULT_TOLERANCE_POINTS
+    from cats_dogs_other.training.split import DEFAULT_HOLD_OUT
 
     parser = argparse.ArgumentParser(prog="cats-dogs-other", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
@@ -470,6 +573,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight-decay", type=float, default=1e-3, help="L2 penalty of the head (default 1e-3)"
     )
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--hold-out",
+        type=float,
+        default=DEFAULT_HOLD_OUT,
+        metavar="SHARE",
+        help="share of source documents kept out of training, for evaluate and promote "
+        f"(default {DEFAULT_HOLD_OUT}; 0 trains on everything)",
+    )
+    train.add_argument(
+        "--augment",
+        nargs="*",
+        default=None,
+        metavar="VIEW",
+        help="views the head is also trained on: mirrored, grayscale, jpeg_quality_30, thumbnail_96px, "
+        "crop_80 (default: mirrored grayscale)",
+    )
     train.add_argument("--quantize", action="store_true", help="ship a static int8 backbone (faster on CPU)")
     train.add_argument(
         "--register",
@@ -479,9 +598,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(handler=_train)
 
+    judged = argparse.ArgumentParser(add_help=False)  # what evaluate and promote judge a model on
+    judged.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        help="folder with one sub-folder per label, or a feedback export (repeatable), as for train",
+    )
+    judged.add_argument("--pdfs", type=Path, help="folder of the course's PDF documents (with --annotations)")
+    judged.add_argument("--annotations", type=Path, help="the labelling tool's export, as for train")
+    judged.add_argument(
+        "--hold-out",
+        type=float,
+        default=DEFAULT_HOLD_OUT,
+        metavar="SHARE",
+        help=f"the share of source documents train holds out: evaluate on those (default {DEFAULT_HOLD_OUT})",
+    )
+    judged.add_argument("--out", type=Path, default=Path("evaluation"), help="where to write the reports")
+    judged.add_argument(
+        "--unsure-below", type=float, default=None, help="top value counted as unsure (default: UNSURE_BELOW)"
+    )
+    judged.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        help="the images as sent, and as they may come in worse (default: all of them, see the README)",
+    )
+
     evaluate = commands.add_parser(
         "evaluate",
-        help="accuracy, confusion, calibration and robustness of a model on labelled images",
+        parents=[judged],
+        help="accuracy, confusion, calibration and robustness of a model on held-out labelled images",
     )
     evaluate.add_argument(
         "model",
@@ -492,26 +639,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--against", metavar="MODEL", help="a second model (the champion) to compare with")
     evaluate.add_argument(
-        "--data",
-        type=Path,
-        action="append",
-        help="folder with one sub-folder per label (repeatable), as for train",
-    )
-    evaluate.add_argument(
-        "--pdfs", type=Path, help="folder of the course's PDF documents (with --annotations)"
-    )
-    evaluate.add_argument("--annotations", type=Path, help="the labelling tool's export, as for train")
-    evaluate.add_argument("--out", type=Path, default=Path("evaluation"), help="where to write the reports")
-    evaluate.add_argument(
-        "--unsure-below", type=float, default=None, help="top value counted as unsure (default: UNSURE_BELOW)"
-    )
-    evaluate.add_argument(
-        "--variants",
-        nargs="+",
-        default=None,
-        help="the images as sent, and as they may come in worse (default: all of them, see the README)",
+        "--all-images",
+        action="store_true",
+        help="evaluate on every image given, not only the held-out documents",
     )
     evaluate.set_defaults(handler=_evaluate)
+
+    promote = commands.add_parser(
+        "promote",
+        parents=[judged],
+        help="move a registry alias to a model version, only if the gate finds it no worse than the current",
+    )
+    promote.add_argument("name", metavar="NAME", help="the registered model's name")
+    promote.add_argument("version", metavar="VERSION", help="the version to promote")
+    promote.add_argument("--alias", default="champion", help="the alias to move (default champion)")
+    promote.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE_POINTS,
+        metavar="POINTS",
+        help="how many accuracy points worse than the current version, on any variant, still passes "
+        f"(default {DEFAULT_TOLERANCE_POINTS:g})",
+    )
+    promote.add_argument("--force", action="store_true", help="move the alias even if the gate refuses")
+    promote.add_argument("--reason", help="why the gate is overridden (required with --force; recorded)")
+    promote.set_defaults(handler=_promote)
 
     predict = commands.add_parser("predict", help="classify image files and the images in PDF documents")
     predict.add_argument("files", nargs="+", metavar="FILE")
@@ -614,6 +766,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         code: int = args.handler(args, argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except ModelLoadError as exc:  # every command: a model that cannot be used stops with what to fix
         print(f"error: {exc}", file=sys.stderr)
         return 2

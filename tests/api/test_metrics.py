@@ -115,7 +115,7 @@ def test_the_training_mix_and_validation_accuracy_come_from_the_model_card(
         for label in classifier.labels
     }
     assert shares == pytest.approx({label: counts[label] / sum(counts.values()) for label in counts})
-    accuracy = classifier.card.metrics["validation"]["accuracy"]
+    accuracy = classifier.card.metrics["pdf_grouped"]["accuracy"]
     assert value(found, "cdo_model_validation_accuracy", model_sha256=sha) == accuracy
     for label in classifier.labels:  # every label has a series from the start, chosen or not
         assert ("cdo_predictions_total", (("label", label), ("model_sha256", sha))) in found

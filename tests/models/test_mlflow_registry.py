@@ -193,7 +193,9 @@ def test_train_logs_registers_and_serves_from_the_registry(
         source = resolve_model("models:/cats-dogs-other-trained/1", tmp_path / "cache", registry=registry())
     assert source.kind == "onnx"
     assert source.card is not None
-    assert source.card.metrics["validation"]["images"] == 18
+    assert (
+        source.card.metrics["validation"]["images"] + source.card.training["evaluation_split"]["images"] == 18
+    )
     images = [p.read_bytes() for _, p in labelled_files[::30]]
     from_registry = ImageClassifier.from_source(source).predict(images)
     from_file = ImageClassifier.load(tmp_path / "out" / "model.onnx").predict(images)

@@ -20,8 +20,10 @@ pytest.importorskip("openvino", reason="the `openvino` extra is not installed (m
 
 # The largest difference in a value between the runtimes (docs/decisions.md, *The ceiling moved*): both
 # compute in float32, but the int8 model's quantized layers run on different kernels. Measured on the
-# course's 139 images with the default model: 0.0012 at most (median 5e-5).
-TOLERANCE = 0.01
+# course's 139 images with the default model: 0.0497 at most, over 0.01 on 3 images, median 6e-5 (the
+# model before it: 0.0012); how far depends on the calibration's scales. The labels must agree exactly.
+TOLERANCE = 0.05
+MEDIAN_TOLERANCE = 1e-3
 # A float32 model (a converted Keras file) has no such layers: the runtimes agree as Keras and ONNX do.
 FLOAT_TOLERANCE = 1e-4
 
@@ -44,10 +46,11 @@ def test_both_runtimes_give_the_same_labels_on_the_course_images(course_bytes: l
     answers = {name: c.predict(course_bytes) for name, c in classifiers.items()}
     ort, ov = answers["onnxruntime"], answers["openvino"]
     assert [a.prediction for a in ort] == [a.prediction for a in ov]
-    difference = max(
+    differences = [
         np.abs(np.array(a.values) - np.array(b.values)).max() for a, b in zip(ort, ov, strict=True)
-    )
-    assert difference < TOLERANCE, f"values differ by up to {difference:.4f}"
+    ]
+    assert max(differences) < TOLERANCE, f"values differ by up to {max(differences):.4f}"
+    assert np.median(differences) < MEDIAN_TOLERANCE
 
 
 def test_a_users_converted_keras_model_runs_on_both(

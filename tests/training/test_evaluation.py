@@ -16,8 +16,10 @@ from PIL import Image
 
 from cats_dogs_other.inference.classifier import ImageClassifier
 from cats_dogs_other.inference.decode import decode_image
-from cats_dogs_other.models.card import default_model_path
+from cats_dogs_other.models.card import ModelCard, default_model_path
+from cats_dogs_other.training.dataset import find_images
 from cats_dogs_other.training.evaluation import VARIANTS, expected_calibration_error
+from cats_dogs_other.training.split import EvaluationSplit
 
 
 def pixels(data: bytes) -> np.ndarray:
@@ -85,11 +87,12 @@ def test_evaluate_reports_the_models_own_answers_and_compares_two(
     model = str(default_model_path())
     done = run_cli(
         *["evaluate", model, "--against", model, "--data", str(small_dataset), "--out", str(out)],
-        *["--variants", "colour", "grayscale"],
+        *["--variants", "colour", "grayscale", "--all-images"],
     )
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "evaluation.json").read_text())
     assert report["images"] == 12
+    assert report["split"] is None
     assert set(report["models"]) == {"candidate", "champion"}
     candidate = report["models"]["candidate"]
     assert classifier.sha256 in candidate["model"]
@@ -112,6 +115,24 @@ def test_evaluate_reports_the_models_own_answers_and_compares_two(
     assert "## candidate against champion" in markdown
     assert "| grayscale |" in markdown
     assert "+0.0 |" in markdown
+
+
+def test_evaluate_judges_on_the_documents_training_held_out(dataset_dir: Path, tmp_path: Path) -> None:
+    """By default only the held-out documents are evaluated on, and the report says whether each model
+    was trained without them: the shipped model was."""
+    done = run_cli(
+        *["evaluate", "--data", str(dataset_dir), "--out", str(tmp_path), "--variants", "colour"],
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    held_out = EvaluationSplit().evaluation_part(find_images(dataset_dir, ["Cat", "Dog", "Other"]))
+    assert report["images"] == len(held_out) == 34
+    assert report["split"]["groups"] == len({i.group for i in held_out}) == 4
+    candidate = report["models"]["candidate"]
+    assert candidate["trained_without_these_images"] is True
+    # The card's own held-out accuracy was measured on the same images, through the same decoding.
+    card = ModelCard.load(default_model_path().with_suffix(".json"))
+    assert candidate["variants"]["colour"]["accuracy"] == card.metrics["held_out"]["accuracy"]
 
 
 def test_evaluate_says_what_is_missing(small_dataset: Path, tmp_path: Path) -> None:

@@ -62,8 +62,9 @@ class ModelCard(BaseModel):
         return {label: n / total for label, n in numbers.items()} if total > 0 else {}
 
     def validation_accuracy(self) -> float | None:
-        """`metrics.validation.accuracy`, when the card records it."""
-        validation = self.metrics.get("validation")
+        """The accuracy on images the model never saw a document of, when the card records it:
+        `metrics.pdf_grouped` (every image, `train` with a hold-out), else `metrics.validation`."""
+        validation = self.metrics.get("pdf_grouped", self.metrics.get("validation"))
         accuracy = validation.get("accuracy") if isinstance(validation, dict) else None
         return float(accuracy) if isinstance(accuracy, int | float) and 0 <= accuracy <= 1 else None
 

@@ -163,22 +163,38 @@ def evaluate(
     return results
 
 
+@dataclass(frozen=True)
+class Evaluated:
+    """One model's part of a report: what it is, whether it was trained without the evaluation set,
+    and its results per variant."""
+
+    reference: str
+    kept_out: bool | None  # None: evaluated on every image given, no split
+    results: dict[str, VariantResult]
+
+
 def report(
-    models: dict[str, tuple[str, dict[str, VariantResult]]],
+    models: dict[str, Evaluated],
     *,
     images: int,
     data: list[str],
     unsure_below: float,
+    split: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON report: per model (its role, e.g. candidate or champion: its reference and sha256),
-    per variant, the metrics."""
+    """The JSON report: per model (its role, e.g. candidate or champion), its reference and sha256,
+    whether it saw the evaluation images in training, and per variant the metrics."""
     return {
         "images": images,
         "data": data,
+        "split": split,
         "unsure_below": unsure_below,
         "models": {
-            role: {"model": reference, "variants": {n: r.as_dict() for n, r in results.items()}}
-            for role, (reference, results) in models.items()
+            role: {
+                "model": model.reference,
+                "trained_without_these_images": model.kept_out,
+                "variants": {n: r.as_dict() for n, r in model.results.items()},
+            }
+            for role, model in models.items()
         },
     }
 
@@ -186,9 +202,18 @@ def report(
 def markdown(report_json: dict[str, Any]) -> str:
     """The same report for a person: one table per model, and the differences when there are two."""
     lines = [f"# Evaluation on {report_json['images']} images ({', '.join(report_json['data'])})", ""]
+    split = report_json.get("split")
+    if split:
+        lines += [
+            f"The source documents held out of training ({100 * split['share']:g}% by a hash of their "
+            f"name, salt `{split['salt']}`): {split['groups']} documents.",
+            "",
+        ]
     models = report_json["models"]
     for role, model in models.items():
         lines += [f"## {role}: `{model['model']}`", ""]
+        if split and model.get("trained_without_these_images") is False:
+            lines += ["Its card does not say it was trained without these images: they may flatter it.", ""]
         labels = next(iter(model["variants"].values()))["confusion_matrix"]["rows_true_columns_predicted"]
         lines.append(
             "| variant | accuracy | " + " | ".join(f"{lb} recall" for lb in labels) + " | ECE | unsure |"
