@@ -84,6 +84,12 @@ class ModelSettings(SettingsGroup):
         "or runs:/RUN_ID/PATH (MLFLOW_TRACKING_URI); default: the built-in model. MODEL_PATH works too.",
     )
     model_cache_dir: Path | None = Field(None, description="Where registry models are downloaded once.")
+    model_refresh_seconds: float = Field(
+        0,
+        ge=0,
+        description="With MODEL_URI=models:/NAME@ALIAS: how often to look whether the alias moved, and if so "
+        "load, warm and serve its new version without a restart (0: serve the version found at start).",
+    )
     mlflow_tracking_uri: str | None = Field(
         None, description="The MLflow server that models:/ and runs:/ URIs are fetched from."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from cats_dogs_other import __version__
 from cats_dogs_other.api import v2
 from cats_dogs_other.api.dependencies import admitted_routes
 from cats_dogs_other.api.feedback import router as feedback_router
+from cats_dogs_other.api.following import AliasFollower, follows_alias
 from cats_dogs_other.api.handoff import TRANSPORT_STATE_KEY, TransportState
 from cats_dogs_other.api.middleware import (
     BodyBudget,
@@ -46,9 +48,10 @@ from cats_dogs_other.web import install_docs, install_page
 log = logging.getLogger(__name__)
 
 
-def load_classifier(settings: Settings) -> tuple[ImageClassifier, ModelSource]:
-    """The configured model (a path, a registry URI, or the built-in one) and where it came from."""
-    source = resolve_model(settings.model_uri, settings.model_cache_dir, settings.mlflow_registry())
+def load_classifier(settings: Settings, uri: str | None = None) -> tuple[ImageClassifier, ModelSource]:
+    """The configured model (a path, a registry URI, or the built-in one), or the one at `uri`, and
+    where it came from."""
+    source = resolve_model(uri or settings.model_uri, settings.model_cache_dir, settings.mlflow_registry())
     threads = settings.inference_threads or max(1, available_cores() // settings.workers)
     classifier = ImageClassifier.load(
         source.path,
@@ -148,6 +151,18 @@ def create_app(
                 state.metrics.feedback_store_max_bytes.set(settings.feedback_max_store_bytes)
             interval = settings.feedback_purge_interval_seconds
             background.append(asyncio.create_task(_purge_feedback(state.feedback, state.metrics, interval)))
+        if follows_alias(settings.model_uri, settings.model_refresh_seconds):
+            assert settings.model_uri is not None
+            for outcome in ("switched", "load_failed", "lookup_failed"):
+                state.metrics.model_refreshes.labels(outcome)
+            follower = AliasFollower(
+                state,
+                settings.model_uri,
+                settings.model_refresh_seconds,
+                functools.partial(load_classifier, settings),
+            )
+            background.append(asyncio.create_task(follower.run()))
+            log.info("following %s: looking every %g s", settings.model_uri, settings.model_refresh_seconds)
         try:
             # Lifespan state: Uvicorn hands it to its protocols (the `server` package, api/handoff.py).
             routes = admitted_routes([router, feedback_router, v2.router])
@@ -158,7 +173,8 @@ def create_app(
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
-            await model.engine.stop()
+            if state.model is not None:
+                await state.model.engine.stop()  # the one served now: an alias may have moved it
             if state.feedback is not None:
                 await anyio.to_thread.run_sync(state.feedback.close)
             if state.token_validator is not None:

@@ -64,6 +64,11 @@ def serving_model(state: State) -> ServedModel:
     return model
 
 
+# The model a request is answered by: resolved once per request, so the engine it runs on and the
+# version it names are the same model even if an alias moves while it is answered (api/following.py).
+Served = Annotated[ServedModel, Depends(serving_model)]
+
+
 async def admitted_engine(
     request: Request, state: State, model: Annotated[ServedModel, Depends(serving_model)]
 ) -> AsyncIterator[InferenceService]:

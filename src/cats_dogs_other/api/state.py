@@ -51,9 +51,7 @@ class ServedModel:
         tracer: trace.Tracer,
     ) -> ServedModel:
         engine = InferenceService.configured(classifier, settings, metrics, tracer)
-        metrics.model_info.labels(
-            classifier.name, source.display_uri, classifier.sha256, source.details.get("version", "")
-        ).set(1)
+        metrics.model_info.labels(*cls._info_labels(classifier, source)).set(1)
         metrics.serve_model(
             ModelExpectations(
                 sha256=classifier.sha256,
@@ -65,6 +63,19 @@ class ServedModel:
             )
         )
         return cls(classifier, source, engine)
+
+    @staticmethod
+    def _info_labels(classifier: ImageClassifier, source: ModelSource) -> tuple[str, str, str, str]:
+        return classifier.name, source.display_uri, classifier.sha256, source.details.get("version", "")
+
+    def retire(self, metrics: ServiceMetrics, successor: ServedModel) -> None:
+        """No longer served (`successor` is): its `cdo_model_info` series and its card's gauges go,
+        unless they are the successor's too (the same file registered again)."""
+        labels = self._info_labels(self.classifier, self.source)
+        if labels != self._info_labels(successor.classifier, successor.source):
+            metrics.model_info.remove(*labels)
+        if self.classifier.sha256 != successor.classifier.sha256:
+            metrics.retire_model(self.classifier.sha256, self.classifier.labels)
 
     def describe(self) -> str:
         """One short log line's worth: name, hash, source."""

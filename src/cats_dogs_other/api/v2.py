@@ -20,11 +20,11 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from cats_dogs_other import __version__
-from cats_dogs_other.api.dependencies import Engine, PredictionToken, State
+from cats_dogs_other.api.dependencies import Engine, PredictionToken, Served, State
 from cats_dogs_other.api.openapi import problem_responses
 from cats_dogs_other.api.pipeline import PredictionProtocol, run_prediction
 from cats_dogs_other.api.problems import KNOWN_ERRORS, Problem, problem_for
-from cats_dogs_other.api.state import Phase, ServiceState
+from cats_dogs_other.api.state import Phase, ServedModel, ServiceState
 from cats_dogs_other.api.v2_request import (
     HEADER_LENGTH,
     InferenceRequest,
@@ -84,8 +84,11 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_cl
 
 def served_version(state: ServiceState) -> str:
     """The registry version of the served model when it has one, else "1"."""
-    version = state.model.source.details.get("version") if state.model is not None else None
-    return version or DEFAULT_MODEL_VERSION
+    return model_version(state.model) if state.model is not None else DEFAULT_MODEL_VERSION
+
+
+def model_version(model: ServedModel) -> str:
+    return model.source.details.get("version") or DEFAULT_MODEL_VERSION
 
 
 def _check_model(state: ServiceState, name: str, version: str | None = None) -> None:
@@ -199,9 +202,9 @@ INFER_RESPONSES = problem_responses(400, 401, 403, 404, 413, 415, 503)
     dependencies=[PredictionToken],
     openapi_extra=INFER_BODY,
 )
-async def infer(name: str, request: Request, engine: Engine, state: State) -> Response:
+async def infer(name: str, request: Request, engine: Engine, state: State, model: Served) -> Response:
     _check_model(state, name)
-    return await run_prediction(OpenInferenceProtocol(served_version(state)), request, engine, state.settings)
+    return await run_prediction(OpenInferenceProtocol(model_version(model)), request, engine, state.settings)
 
 
 @router.post(

@@ -164,6 +164,11 @@ class InferenceService:
     def start(self) -> None:
         self.batcher.start()
 
+    @property
+    def in_use(self) -> int:
+        """Requests admitted to this engine and not finished (predictions and feedback)."""
+        return self.admission.in_flight + self.feedback_admission.in_flight
+
     async def stop(self) -> None:
         await self.batcher.stop()
 

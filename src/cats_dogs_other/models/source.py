@@ -168,6 +168,29 @@ def _download(uri: str, tracking: str, cache_dir: Path, mlflow: Any, client: Any
     return _from_path(target, uri, details)
 
 
+def alias_target(uri: str, registry: MlflowRegistry) -> str:
+    """The version `models:/NAME@ALIAS` points to now: one small registry request, no download.
+    ModelLoadError when the registry cannot say."""
+    if not uri.startswith("models:/") or "@" not in uri:
+        raise ModelLoadError(f"{redact_credentials(uri)} is not an alias URI (models:/NAME@ALIAS)")
+    if not registry.tracking_uri:
+        raise ModelLoadError(f"{uri} needs MLFLOW_TRACKING_URI: set it to your MLflow tracking server's URL.")
+    from mlflow import MlflowClient
+
+    try:
+        with registry.client_environment():
+            return _registry_details(MlflowClient(tracking_uri=registry.tracking_uri), uri)["version"]
+    except Exception as exc:  # MLflow raises many types (connection, REST, a deleted alias)
+        message = f"Cannot look up {uri} at {registry.tracking_uri}: {_short(exc)}"
+        raise ModelLoadError(redact_credentials(message)) from None
+
+
+def pinned(uri: str, version: str) -> str:
+    """`models:/NAME@ALIAS` as the URI of one of its versions, `models:/NAME/VERSION`."""
+    name = uri.removeprefix("models:/").split("@", 1)[0]
+    return f"models:/{name}/{version}"
+
+
 def _registry_details(client: object, uri: str) -> dict[str, str]:
     """The concrete version behind `models:/NAME@ALIAS` or `models:/NAME/VERSION`, or the run id."""
     if uri.startswith("runs:/"):

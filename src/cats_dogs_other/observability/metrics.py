@@ -7,6 +7,7 @@ per pod (the Kubernetes setup in deploy/ does the latter).
 from __future__ import annotations
 
 from collections import deque
+from contextlib import suppress
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -138,6 +139,14 @@ class ServiceMetrics:
             ["name", "source", "sha256", "registry_version"],
             registry=r,
         )
+        self.model_refreshes = Counter(
+            "cdo_model_refreshes",
+            "Following a registry alias (MODEL_REFRESH_SECONDS): switched (a new version is served), "
+            "load_failed (the new version could not be loaded or warmed; the old one serves on), "
+            "lookup_failed (the registry could not say where the alias points).",
+            ["outcome"],
+            registry=r,
+        )
 
         # How the model behaves, by the served model's sha256: one model per process, so one value at a
         # time (two while versions roll over, across pods), whatever clients send.
@@ -253,6 +262,7 @@ class ServiceMetrics:
         """Label the behaviour metrics with the served model, and publish what its card expects. Every
         label's counter starts at 0, so a label the model never chooses still has a series (a share of 0)."""
         sha = model.sha256
+        self._verdicts.clear()  # the live accuracy is the served model's own
         self._answers = {label: self.predictions.labels(sha, label) for label in model.labels}
         self._top_value = self.top_value.labels(sha)
         self._unsure = self.unsure.labels(sha)
@@ -269,6 +279,20 @@ class ServiceMetrics:
             for label in model.labels:
                 for shown in [*model.labels, "unknown"]:
                     self.feedback.labels(label, shown)
+
+    def retire_model(self, sha256: str, labels: list[str]) -> None:
+        """A model no longer served here: the gauges from its card (and its live accuracy) go, so a
+        dashboard compares the live answers with the served model's card only. Counters stay, as
+        counters must."""
+        gauges: list[tuple[Gauge, tuple[str, ...]]] = [
+            (self.validation_accuracy, ()),
+            (self.unsure_below, ()),
+            (self.feedback_accuracy, ()),
+        ]
+        gauges += [(self.training_share, (label,)) for label in labels]
+        for gauge, rest in gauges:
+            with suppress(KeyError):  # a series the card never set
+                gauge.remove(sha256, *rest)
 
     def observe_prediction(self, label: str, top_value: float) -> None:
         answers = self._answers.get(label)
