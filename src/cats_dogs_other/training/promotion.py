@@ -14,7 +14,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from cats_dogs_other.models.errors import ModelLoadError
 from cats_dogs_other.models.source import MlflowRegistry
+from cats_dogs_other.urls import redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +146,8 @@ def alias_version(registry: MlflowRegistry, name: str, alias: str) -> str | None
                 exc.error_code
             ):
                 return None
-            raise
+            message = f"Cannot look up models:/{name}@{alias} at {registry.tracking_uri}: {exc.message}"
+            raise ModelLoadError(redact_credentials(message)) from None
 
 
 def _who() -> str:
