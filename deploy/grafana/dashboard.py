@@ -281,15 +281,18 @@ def model_row() -> list[timeseries.Panel | stat.Panel]:
         ),
         stat.Panel()
         .title("Pods per model")
-        .description("Which model each pod serves: two rows during a rollout or a canary.")
+        .description(
+            "Which model (and registry version) each pod serves: two rows during a rollout, a canary, or "
+            "while replicas following a moved alias switch one by one (MODEL_REFRESH_SECONDS)."
+        )
         .datasource(DATASOURCE)
         .span(8)
         .height(8)
         .with_target(
             query(
-                'label_replace(count by (name, sha256) (cdo_model_info), "model", "$1", "sha256", '
-                '"(.{12}).*")',
-                "{{name}} {{model}}",
+                'label_replace(count by (name, sha256, registry_version) (cdo_model_info), "model", "$1", '
+                '"sha256", "(.{12}).*")',
+                "{{name}} {{model}} {{registry_version}}",
                 "A",
             )
         ),
