@@ -142,3 +142,30 @@ def test_evaluate_says_what_is_missing(small_dataset: Path, tmp_path: Path) -> N
     done = run_cli("evaluate", "--data", str(small_dataset), "--variants", "sepia", "--out", str(tmp_path))
     assert done.returncode == 2
     assert "no variant sepia" in done.stderr
+
+
+def test_the_held_out_part_of_a_feedback_export_joins_the_evaluation_set(
+    dataset_dir: Path, tmp_path: Path
+) -> None:
+    """A feedback export names each image by its sha256, so each is its own document: some of them are
+    held out (by the same hash rule) and evaluated on beside the course's held-out documents."""
+    import hashlib
+
+    export = tmp_path / "export" / "images"
+    for path in sorted(dataset_dir.glob("*/*.png"))[::2]:
+        data = path.read_bytes()
+        (export / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (export / path.parent.name / f"{hashlib.sha256(data).hexdigest()}.png").write_bytes(data)
+    done = run_cli(
+        *["evaluate", "--data", str(dataset_dir), "--data", str(export.parent)],
+        *["--out", str(tmp_path / "report"), "--variants", "colour"],
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report" / "evaluation.json").read_text())
+    split = EvaluationSplit()
+    labels = ["Cat", "Dog", "Other"]
+    from_course = split.evaluation_part(find_images(dataset_dir, labels))
+    from_feedback = split.evaluation_part(find_images(export, labels))
+    assert from_feedback
+    assert report["images"] == len(from_course) + len(from_feedback)
+    assert report["split"]["groups"] == 4 + len(from_feedback)  # the course's 4 PDFs, each image
