@@ -109,6 +109,11 @@ def _compare(
     split = None if getattr(args, "all_images", False) else EvaluationSplit(args.hold_out)
     if split is not None:
         items = split.evaluation_part(items)
+        if not items:
+            raise UsageError(
+                f"none of the documents of {', '.join(data)} is in the held-out evaluation set "
+                f"(--hold-out {split.share:g}); give more data, or --all-images to evaluate on every image"
+            )
     results = {
         role: Evaluated(
             f"{roles[role] or 'the built-in model'} (sha256 {c.sha256})",
@@ -126,7 +131,7 @@ def _compare(
     written = write_report(report_json, args.out)
     for role, evaluated in results.items():
         accuracy = {name: result.accuracy for name, result in evaluated.results.items()}
-        worst = min(accuracy, key=accuracy.__getitem__) if accuracy and items else "-"
+        worst = min(accuracy, key=accuracy.__getitem__)
         print(
             f"{role}: "
             + ", ".join(f"{name} {value}" for name, value in accuracy.items())
@@ -143,13 +148,6 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _data_arguments(args, "evaluate")
     roles = {"candidate": args.model, **({"champion": args.against} if args.against else {})}
     report_json, written, sources = _compare(args, roles)
-    if report_json["images"] == 0:
-        print(
-            "error: no image of the data is in the held-out evaluation set (--hold-out); "
-            "give --all-images to evaluate on every one",
-            file=sys.stderr,
-        )
-        return 1
     registry = ModelSettings().mlflow_registry()
     run_id = sources["candidate"].details.get("run_id")
     if run_id and registry.tracking_uri:

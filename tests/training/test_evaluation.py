@@ -142,6 +142,10 @@ def test_evaluate_says_what_is_missing(small_dataset: Path, tmp_path: Path) -> N
     done = run_cli("evaluate", "--data", str(small_dataset), "--variants", "sepia", "--out", str(tmp_path))
     assert done.returncode == 2
     assert "no variant sepia" in done.stderr
+    # None of these twelve images' documents is held out: nothing to judge on, and it says so.
+    done = run_cli("evaluate", "--data", str(small_dataset), "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert "is in the held-out evaluation set (--hold-out 0.25)" in done.stderr
 
 
 def test_the_held_out_part_of_a_feedback_export_joins_the_evaluation_set(
