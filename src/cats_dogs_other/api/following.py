@@ -86,9 +86,8 @@ class AliasFollower:
         except ModelLoadError as exc:  # the loader's own words: what is wrong with that version
             self._failed(version, exc)
             return False
-        except Exception as exc:  # a runtime's own error on a broken file, or our bug: keep serving, with
-            log.exception("loading version %s of %s failed", version, self.alias_uri)  # the traceback
-            self._failed(version, exc)
+        except Exception as exc:  # a runtime's own error on a broken file, or our bug: keep serving,
+            self._failed(version, exc, with_traceback=True)  # and log the traceback
             return False
         source = dataclasses.replace(source, uri=self.alias_uri)  # /version names what is followed
         await self.switch(classifier, source)
@@ -116,7 +115,7 @@ class AliasFollower:
             await asyncio.sleep(IDLE_POLL_SECONDS)
         await old.engine.stop()
 
-    def _failed(self, version: str, exc: BaseException) -> None:
+    def _failed(self, version: str, exc: BaseException, *, with_traceback: bool = False) -> None:
         self.state.metrics.model_refreshes.labels("load_failed").inc()
         current = self.state.model.source.details.get("version") if self.state.model else None
         if version != self.failed_version:  # once per version, not every interval
@@ -126,5 +125,6 @@ class AliasFollower:
                 self.alias_uri,
                 current,
                 exc,
+                exc_info=exc if with_traceback else None,
             )
         self.failed_version = version
