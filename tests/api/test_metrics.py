@@ -148,3 +148,27 @@ def test_feedback_counters_start_at_zero_when_feedback_is_on(
     assert found[("cdo_feedback_total", (("label", "Dog"), ("predicted", "unknown")))] == 0
     off = samples(make_client().get("/metrics").text)
     assert not any(name == "cdo_feedback_verdicts_total" for name, _ in off)
+
+
+def test_answers_finishing_on_the_old_model_count_as_its_own() -> None:
+    """After an alias moved (api/following.py), requests still on the old engine finish there: their
+    answers count under the old model's sha256, new answers under the new one's, and the old card's
+    gauges are gone."""
+    from cats_dogs_other.observability.metrics import ModelExpectations, ServiceMetrics
+
+    metrics = ServiceMetrics()
+    labels = ["Cat", "Dog", "Other"]
+    for sha, accuracy in (("old", 0.9), ("new", 0.95)):
+        metrics.serve_model(ModelExpectations(sha, labels, {"Cat": 1.0}, accuracy, unsure_below=0.6))
+    metrics.retire_model("old", labels)
+    metrics.observe_prediction("Cat", 0.5, "old")  # finishing on the old engine
+    metrics.observe_prediction("Dog", 0.9, "new")
+    metrics.observe_prediction("Dog", 0.9)  # no model named: the one served now
+    found = samples(metrics.render().decode())
+    assert value(found, "cdo_predictions_total", model_sha256="old", label="Cat") == 1
+    assert value(found, "cdo_predictions_unsure_total", model_sha256="old") == 1
+    assert value(found, "cdo_predictions_total", model_sha256="new", label="Dog") == 2
+    assert value(found, "cdo_predictions_total", model_sha256="new", label="Cat") == 0
+    assert ("cdo_model_validation_accuracy", (("model_sha256", "old"),)) not in found
+    assert value(found, "cdo_model_validation_accuracy", model_sha256="new") == 0.95
+    assert ("cdo_model_training_label_share", (("label", "Cat"), ("model_sha256", "old"))) not in found

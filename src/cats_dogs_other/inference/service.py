@@ -215,7 +215,7 @@ class InferenceService:
         finally:
             self.decoding -= 1
         if self.metrics is not None:
-            self.metrics.observe_image(decoded.source_pixels)
+            self.metrics.observe_image(decoded.source_pixels, self.classifier.sha256)
         return decoded
 
     async def training_image(self, data: ImageData, budget: RequestBudget) -> tuple[bytes, int, int]:
@@ -243,7 +243,8 @@ class InferenceService:
         inference.end(end_time=timing.finished_ns)
         prediction = self.classifier.to_prediction(row)
         if self.metrics is not None:
-            self.metrics.observe_prediction(prediction.prediction, max(prediction.values))
+            top = max(prediction.values)
+            self.metrics.observe_prediction(prediction.prediction, top, self.classifier.sha256)
         return prediction
 
     async def run(self, batch: np.ndarray) -> np.ndarray:

@@ -36,6 +36,17 @@ class ModelExpectations:
     feedback: bool = False  # the service stores feedback (FEEDBACK_DATABASE_URL is set)
 
 
+@dataclass(frozen=True)
+class _Behaviour:
+    """One model's behaviour series, resolved once (a labels() lookup per answer costs a lock)."""
+
+    answers: dict[str, Counter]
+    top_value: Histogram
+    unsure: Counter
+    image_pixels: Histogram
+    unsure_below: float
+
+
 class ServiceMetrics:
     content_type = CONTENT_TYPE_LATEST
 
@@ -195,11 +206,10 @@ class ServiceMetrics:
             ["model_sha256"],
             registry=r,
         )
-        self._answers: dict[str, Counter] = {}
-        self._top_value: Histogram | None = None
-        self._unsure: Counter | None = None
-        self._image_pixels: Histogram | None = None
-        self._unsure_threshold = 0.0
+        # Per served model (by sha256), its series resolved once; an engine counts under its own model's,
+        # so answers finishing on the old model after an alias moved are not the new one's.
+        self._behaviour: dict[str, _Behaviour] = {}
+        self._served: str | None = None
 
         self.feedback = Counter(
             "cdo_feedback",
@@ -263,11 +273,14 @@ class ServiceMetrics:
         label's counter starts at 0, so a label the model never chooses still has a series (a share of 0)."""
         sha = model.sha256
         self._verdicts.clear()  # the live accuracy is the served model's own
-        self._answers = {label: self.predictions.labels(sha, label) for label in model.labels}
-        self._top_value = self.top_value.labels(sha)
-        self._unsure = self.unsure.labels(sha)
-        self._image_pixels = self.image_pixels.labels(sha)
-        self._unsure_threshold = model.unsure_below
+        self._behaviour[sha] = _Behaviour(
+            answers={label: self.predictions.labels(sha, label) for label in model.labels},
+            top_value=self.top_value.labels(sha),
+            unsure=self.unsure.labels(sha),
+            image_pixels=self.image_pixels.labels(sha),
+            unsure_below=model.unsure_below,
+        )
+        self._served = sha
         self.unsure_below.labels(sha).set(model.unsure_below)
         for label, share in model.training_share.items():
             self.training_share.labels(sha, label).set(share)
@@ -294,18 +307,20 @@ class ServiceMetrics:
             with suppress(KeyError):  # a series the card never set
                 gauge.remove(sha256, *rest)
 
-    def observe_prediction(self, label: str, top_value: float) -> None:
-        answers = self._answers.get(label)
-        if answers is None or self._top_value is None or self._unsure is None:
+    def observe_prediction(self, label: str, top_value: float, model_sha256: str | None = None) -> None:
+        """An answer of the model `model_sha256` (default: the one served now)."""
+        behaviour = self._behaviour.get(model_sha256 or self._served or "")
+        if behaviour is None or label not in behaviour.answers:
             return  # no model described yet (an engine built without one)
-        answers.inc()
-        self._top_value.observe(top_value)
-        if top_value < self._unsure_threshold:
-            self._unsure.inc()
+        behaviour.answers[label].inc()
+        behaviour.top_value.observe(top_value)
+        if top_value < behaviour.unsure_below:
+            behaviour.unsure.inc()
 
-    def observe_image(self, pixels: int) -> None:
-        if self._image_pixels is not None:
-            self._image_pixels.observe(pixels)
+    def observe_image(self, pixels: int, model_sha256: str | None = None) -> None:
+        behaviour = self._behaviour.get(model_sha256 or self._served or "")
+        if behaviour is not None:
+            behaviour.image_pixels.observe(pixels)
 
     def observe_feedback(
         self, label: str, predicted: str | None, model_sha256: str | None, served: str
