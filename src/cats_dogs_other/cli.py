@@ -9,14 +9,14 @@ import logging
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where used: `serve` and `predict` need different stacks
     from cats_dogs_other.inference.files import FileOutcome, Outcome
     from cats_dogs_other.inference.service import InferenceService
-    from cats_dogs_other.models.source import ModelSource
+    from cats_dogs_other.training.comparison import Comparison
 
 
 def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -71,143 +71,87 @@ def _data_arguments(args: argparse.Namespace, command: str) -> None:
         raise UsageError(f"{command} needs --data DIR, or --pdfs DIR with --annotations FILE")
 
 
-def _compare(
-    args: argparse.Namespace, roles: dict[str, str | None]
-) -> tuple[dict[str, Any], tuple[Path, Path], dict[str, ModelSource]]:
-    """`evaluate`'s work, shared with `promote`: load each model (role -> URI), evaluate all of them on
-    the held-out part of the data (or all of it), write the reports; the report and the sources."""
-    from cats_dogs_other.inference.classifier import ImageClassifier
-    from cats_dogs_other.models.source import resolve_model
-    from cats_dogs_other.settings import LimitSettings, ModelSettings, ObservabilitySettings
-    from cats_dogs_other.training.dataset import find_document_images, find_images, images_root
-    from cats_dogs_other.training.evaluation import VARIANTS, Evaluated, evaluate, report, write_report
+def _comparison(args: argparse.Namespace, command: str) -> Callable[[dict[str, str | None]], Comparison]:
+    """What `evaluate` and `promote` judge models on, from their shared arguments."""
+    from cats_dogs_other.settings import ModelSettings, ObservabilitySettings
+    from cats_dogs_other.training.comparison import LabelledData, compare
+    from cats_dogs_other.training.evaluation import VARIANTS
     from cats_dogs_other.training.split import EvaluationSplit
 
-    variants = args.variants or list(VARIANTS)
-    unknown = sorted(set(variants) - set(VARIANTS))
-    if unknown:
-        raise UsageError(f"no variant {', '.join(unknown)} (there are {', '.join(VARIANTS)})")
-    settings = ModelSettings()
+    _data_arguments(args, command)
+    data = LabelledData(tuple(args.data or ()), args.pdfs, args.annotations)
+    split = None if getattr(args, "all_images", False) else EvaluationSplit(args.hold_out)
     unsure_below = (
         args.unsure_below if args.unsure_below is not None else ObservabilitySettings().unsure_below
     )
-    registry = settings.mlflow_registry()
-    sources = {role: resolve_model(reference, registry=registry) for role, reference in roles.items()}
-    classifiers = {
-        role: ImageClassifier.from_source(source, runtime=settings.inference_runtime)
-        for role, source in sources.items()
-    }
-    labels = classifiers["candidate"].labels
-    if any(c.labels != labels for c in classifiers.values()):
-        raise UsageError("the two models answer with different labels; they cannot be compared")
-    if args.pdfs is not None:
-        items = find_document_images(args.pdfs, args.annotations, labels, LimitSettings().document_limits())
-        data = [str(args.pdfs)]
-    else:
-        items = [i for folder in args.data for i in find_images(images_root(folder, labels), labels, False)]
-        data = [str(folder) for folder in args.data]
-    split = None if getattr(args, "all_images", False) else EvaluationSplit(args.hold_out)
-    if split is not None:
-        items = split.evaluation_part(items)
-        if not items:
-            raise UsageError(
-                f"none of the documents of {', '.join(data)} is in the held-out evaluation set "
-                f"(--hold-out {split.share:g}); give more data, or --all-images to evaluate on every image"
-            )
-    results = {
-        role: Evaluated(
-            f"{roles[role] or 'the built-in model'} (sha256 {c.sha256})",
-            None if split is None else split.kept_out_of(c.card),
-            evaluate(c, items, unsure_below=unsure_below, variants=variants),
+
+    def judged(models: dict[str, str | None]) -> Comparison:
+        comparison = compare(
+            models,
+            data,
+            split=split,
+            variants=args.variants or list(VARIANTS),
+            unsure_below=unsure_below,
+            out=args.out,
+            settings=ModelSettings(),
         )
-        for role, c in classifiers.items()
-    }
-    split_info = (
-        None
-        if split is None
-        else {"share": split.share, "salt": split.salt, "groups": len({i.group for i in items})}
-    )
-    report_json = report(results, images=len(items), data=data, unsure_below=unsure_below, split=split_info)
-    written = write_report(report_json, args.out)
-    for role, evaluated in results.items():
-        accuracy = {name: result.accuracy for name, result in evaluated.results.items()}
-        worst = min(accuracy, key=accuracy.__getitem__)
-        print(
-            f"{role}: "
-            + ", ".join(f"{name} {value}" for name, value in accuracy.items())
-            + f" (worst: {worst})"
-        )
-    print(f"{len(items)} images; wrote {written[0]} and {written[1]}")
-    return report_json, written, sources
+        for role in models:
+            accuracy = comparison.accuracy(role)
+            worst = min(accuracy, key=accuracy.__getitem__)
+            shown = ", ".join(f"{name} {value}" for name, value in accuracy.items())
+            print(f"{role}: {shown} (worst: {worst})")
+        json_path, md_path = comparison.files
+        print(f"{comparison.report['images']} images; wrote {json_path} and {md_path}")
+        return comparison
+
+    return judged
 
 
 def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cats_dogs_other.settings import ModelSettings
     from cats_dogs_other.training.evaluation import log_to_run
 
-    _data_arguments(args, "evaluate")
-    roles = {"candidate": args.model, **({"champion": args.against} if args.against else {})}
-    report_json, written, sources = _compare(args, roles)
+    models = {"candidate": args.model, **({"champion": args.against} if args.against else {})}
+    comparison = _comparison(args, "evaluate")(models)
     registry = ModelSettings().mlflow_registry()
-    run_id = sources["candidate"].details.get("run_id")
+    run_id = comparison.sources["candidate"].details.get("run_id")
     if run_id and registry.tracking_uri:
-        log_to_run(run_id, report_json, written, registry)
+        log_to_run(run_id, comparison.report, comparison.files, registry)
         print(f"logged to MLflow run {run_id} (metrics evaluation_*, artifacts evaluation/)")
     return 0
 
 
 def _promote(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cats_dogs_other.settings import ModelSettings
-    from cats_dogs_other.training.evaluation import log_to_run, markdown
-    from cats_dogs_other.training.promotion import GateDecision, alias_version, judge, record_and_move
+    from cats_dogs_other.training.promotion import promote
 
     if args.force and not (args.reason or "").strip():
         raise UsageError("--force needs --reason: the version records why the gate was overridden")
     registry = ModelSettings().mlflow_registry()
     if not registry.tracking_uri:
         raise UsageError("promote needs MLFLOW_TRACKING_URI: the registry whose alias it moves")
-    previous = alias_version(registry, args.name, args.alias)
-    if previous == args.version:
-        print(f"models:/{args.name}@{args.alias} is already version {args.version}")
-        return 0
-    accuracy: dict[str, float] = {}
-    if args.data is None and args.pdfs is None and args.force:
-        decision = GateDecision(False, args.tolerance, ["not evaluated: forced without --data"])
-        summary = "Not evaluated."
-    else:
-        _data_arguments(args, "promote")
-        roles: dict[str, str | None] = {"candidate": f"models:/{args.name}/{args.version}"}
-        if previous is not None:
-            roles["champion"] = f"models:/{args.name}/{previous}"
-        report_json, written, sources = _compare(args, roles)
-        decision = judge(report_json, args.tolerance)
-        report_json["gate"] = decision.as_dict() | {"alias": args.alias, "forced_reason": args.reason}
-        written[0].write_text(json.dumps(report_json, indent=2) + "\n")
-        written[1].write_text(markdown(report_json))
-        summary = markdown(report_json)
-        accuracy = {n: v["accuracy"] for n, v in report_json["models"]["candidate"]["variants"].items()}
-        run_id = sources["candidate"].details.get("run_id")
-        if run_id:
-            log_to_run(run_id, report_json, written, registry)
-    promotion = record_and_move(
+    unevaluated = args.data is None and args.pdfs is None and args.force
+    promotion = promote(
         registry,
         args.name,
         args.version,
         args.alias,
-        decision=decision,
-        summary=summary,
-        previous_version=previous,
-        accuracy=accuracy,
+        tolerance_points=args.tolerance,
+        compare=None if unevaluated else _comparison(args, "promote"),
         forced_reason=args.reason if args.force else None,
     )
-    for refusal in decision.refusals:
-        print(f"gate: {refusal}")
-    was = f"version {previous}" if previous else "no version"
-    if promotion.moved:
-        how = "passed the gate" if decision.passed else "forced past the gate"
-        print(f"models:/{args.name}@{args.alias} -> version {args.version} ({how}; it was {was})")
+    target = f"models:/{args.name}@{args.alias}"
+    if promotion is None:
+        print(f"{target} is already version {args.version}")
         return 0
-    print(f"refused: models:/{args.name}@{args.alias} stays at {was}", file=sys.stderr)
+    for refusal in promotion.decision.refusals:
+        print(f"gate: {refusal}")
+    was = f"version {promotion.previous_version}" if promotion.previous_version else "no version"
+    if promotion.moved:
+        how = "passed the gate" if promotion.decision.passed else "forced past the gate"
+        print(f"{target} -> version {args.version} ({how}; it was {was})")
+        return 0
+    print(f"refused: {target} stays at {was}", file=sys.stderr)
     return 1
 
 
@@ -761,10 +705,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from cats_dogs_other.models.errors import ModelLoadError
+    from cats_dogs_other.training.comparison import ComparisonError
 
     try:
         code: int = args.handler(args, argv)
-    except UsageError as exc:
+    except (UsageError, ComparisonError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ModelLoadError as exc:  # every command: a model that cannot be used stops with what to fix

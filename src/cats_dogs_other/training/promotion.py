@@ -10,12 +10,16 @@ would make answers worse than they are today, and a fixed bar says nothing about
 from __future__ import annotations
 
 import getpass
+import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cats_dogs_other.models.errors import ModelLoadError
 from cats_dogs_other.models.source import MlflowRegistry
+from cats_dogs_other.training.comparison import Comparison
+from cats_dogs_other.training.evaluation import log_to_run, markdown
 from cats_dogs_other.urls import redact_credentials
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,59 @@ class Promotion:
     decision: GateDecision
     moved: bool
     previous_version: str | None
+
+
+def promote(
+    registry: MlflowRegistry,
+    name: str,
+    version: str,
+    alias: str,
+    *,
+    tolerance_points: float,
+    compare: Callable[[dict[str, str | None]], Comparison] | None,
+    forced_reason: str | None = None,
+) -> Promotion | None:
+    """The gate, then the alias: `compare` (role -> model URI) evaluates the candidate and the current
+    version on the held-out images; None only when a person forces the alias without evaluating.
+    None when the alias already points to `version`."""
+    previous = alias_version(registry, name, alias)
+    if previous == version:
+        return None
+    if compare is None:
+        decision = GateDecision(False, tolerance_points, ["not evaluated: forced without --data"])
+        return record_and_move(
+            registry,
+            name,
+            version,
+            alias,
+            decision=decision,
+            summary="Not evaluated.",
+            previous_version=previous,
+            forced_reason=forced_reason,
+        )
+    models: dict[str, str | None] = {"candidate": f"models:/{name}/{version}"}
+    if previous is not None:
+        models["champion"] = f"models:/{name}/{previous}"
+    comparison = compare(models)
+    decision = judge(comparison.report, tolerance_points)
+    comparison.report["gate"] = decision.as_dict() | {"alias": alias, "forced_reason": forced_reason}
+    json_path, md_path = comparison.files
+    json_path.write_text(json.dumps(comparison.report, indent=2) + "\n")
+    md_path.write_text(markdown(comparison.report))
+    run_id = comparison.sources["candidate"].details.get("run_id")
+    if run_id:
+        log_to_run(run_id, comparison.report, comparison.files, registry)
+    return record_and_move(
+        registry,
+        name,
+        version,
+        alias,
+        decision=decision,
+        summary=markdown(comparison.report),
+        previous_version=previous,
+        accuracy=comparison.accuracy("candidate"),
+        forced_reason=forced_reason,
+    )
 
 
 def record_and_move(
