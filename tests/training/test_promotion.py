@@ -139,3 +139,11 @@ def test_promote_moves_the_alias_only_past_the_gate(
     assert "evaluation_colour_accuracy" in client.get_run(run_id).data.metrics
     done = cli(mlflow_server, cache, "promote", name, first, *judged)
     assert done.stdout.strip().endswith(f"models:/{name}@champion is already version {first}")
+    # An emergency: forced without evaluating (no --data). Recorded as such.
+    done = cli(mlflow_server, cache, "promote", name, second, "--force", "--reason", "incident 42")
+    assert done.returncode == 0, done.stderr
+    assert "gate: not evaluated: forced without --data" in done.stdout
+    assert client.get_model_version_by_alias(name, "champion").version == second
+    version = client.get_model_version(name, second)
+    assert version.tags["gate.champion.forced_reason"] == "incident 42"
+    assert version.description.startswith("Gate for @champion: forced (incident 42)")

@@ -108,40 +108,32 @@ def promote(
         return None
     if compare is None:
         decision = GateDecision(False, tolerance_points, ["not evaluated: forced without --data"])
-        return record_and_move(
-            registry,
-            name,
-            version,
-            alias,
-            decision=decision,
-            summary="Not evaluated.",
-            previous_version=previous,
-            forced_reason=forced_reason,
-        )
-    models: dict[str, str | None] = {"candidate": f"models:/{name}/{version}"}
-    if previous is not None:
-        models["champion"] = f"models:/{name}/{previous}"
-    comparison = compare(models)
-    decision = judge(comparison.report, tolerance_points)
-    comparison.report["gate"] = decision.as_dict() | {"alias": alias, "forced_reason": forced_reason}
-    json_path, md_path = comparison.files
-    json_path.write_text(json.dumps(comparison.report, indent=2) + "\n")
-    md_path.write_text(markdown(comparison.report))
-    run_id = comparison.sources["candidate"].details.get("run_id")
-    if run_id:
-        log_to_run(run_id, comparison.report, comparison.files, registry)
+        summary, accuracy = "Not evaluated.", {}
+    else:
+        models: dict[str, str | None] = {"candidate": f"models:/{name}/{version}"}
+        if previous is not None:
+            models["champion"] = f"models:/{name}/{previous}"
+        comparison = compare(models)
+        decision = judge(comparison.report, tolerance_points)
+        comparison.report["gate"] = decision.as_dict() | {"alias": alias, "forced_reason": forced_reason}
+        summary, accuracy = markdown(comparison.report), comparison.accuracy("candidate")
+        json_path, md_path = comparison.files
+        json_path.write_text(json.dumps(comparison.report, indent=2) + "\n")
+        md_path.write_text(summary)
+        run_id = comparison.sources["candidate"].details.get("run_id")
+        if run_id:
+            log_to_run(run_id, comparison.report, comparison.files, registry)
     return record_and_move(
         registry,
         name,
         version,
         alias,
         decision=decision,
-        summary=markdown(comparison.report),
+        summary=summary,
         previous_version=previous,
-        accuracy=comparison.accuracy("candidate"),
+        accuracy=accuracy,
         forced_reason=forced_reason,
     )
-
 
 def record_and_move(
     registry: MlflowRegistry,
@@ -179,7 +171,7 @@ def record_and_move(
             client.set_model_version_tag(name, version, key, value)
         header = f"Gate for @{alias}: {outcome}"
         if forced_reason is not None:
-            header += f" (forced: {forced_reason})"
+            header += f" ({forced_reason})"
         description = f"{header}\n\n{summary}"
         if len(description) > DESCRIPTION_LIMIT:
             description = description[: DESCRIPTION_LIMIT - 40] + "\n\n(cut: see evaluation/ artifacts)"
