@@ -52,7 +52,10 @@ class AliasFollower:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval * random.uniform(1 - JITTER, 1 + JITTER))
-            await self.check()
+            try:
+                await self.check()
+            except Exception:  # our bug: in the log with its traceback, and the next look still happens
+                log.exception("following %s failed; the served model is unchanged", self.alias_uri)
 
     async def check(self) -> bool:
         """Look once; switch when the alias moved. True when a new version is now served."""

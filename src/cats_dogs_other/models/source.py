@@ -175,12 +175,15 @@ def alias_target(uri: str, registry: MlflowRegistry) -> str:
         raise ModelLoadError(f"{redact_credentials(uri)} is not an alias URI (models:/NAME@ALIAS)")
     if not registry.tracking_uri:
         raise ModelLoadError(f"{uri} needs MLFLOW_TRACKING_URI: set it to your MLflow tracking server's URL.")
+    import requests
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     try:
         with registry.client_environment():
             return _registry_details(MlflowClient(tracking_uri=registry.tracking_uri), uri)["version"]
-    except Exception as exc:  # MLflow raises many types (connection, REST, a deleted alias)
+    except (MlflowException, requests.RequestException) as exc:  # the registry's answer, or no answer:
+        # anything else is our bug, and the follower logs its traceback
         message = f"Cannot look up {uri} at {registry.tracking_uri}: {_short(exc)}"
         raise ModelLoadError(redact_credentials(message)) from None
 

@@ -14,13 +14,14 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cats_dogs_other.models.errors import ModelLoadError
 from cats_dogs_other.models.source import MlflowRegistry
-from cats_dogs_other.training.comparison import Comparison
-from cats_dogs_other.training.evaluation import log_to_run, markdown
 from cats_dogs_other.urls import redact_credentials
+
+if TYPE_CHECKING:  # `build_parser` reads this module's default: evaluating is imported when it is done
+    from cats_dogs_other.training.comparison import Comparison
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ def promote(
     """The gate, then the alias: `compare` (role -> model URI) evaluates the candidate and the current
     version on the held-out images; None only when a person forces the alias without evaluating.
     None when the alias already points to `version`."""
+    from cats_dogs_other.training.evaluation import log_to_run, markdown
+
     previous = alias_version(registry, name, alias)
     if previous == version:
         return None
